@@ -1,0 +1,35 @@
+"""The one Definitions object of the code location: every asset, check, job, schedule, sensor and
+resource, gathered from the module of its concern."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from hrms_pipelines import settings
+from hrms_pipelines.migrations import jobs as migration_jobs
+from hrms_pipelines.resources import HrmsDatabase
+
+
+def hr_database() -> HrmsDatabase:
+    """HRMS_DATABASE_URL when it is set; otherwise the embedded PostgreSQL under .hrms/."""
+    if os.environ.get(settings.DATABASE_URL_ENV):
+        return HrmsDatabase(url=dg.EnvVar(settings.DATABASE_URL_ENV))
+    return HrmsDatabase()
+
+
+defs = dg.Definitions(
+    assets=[],
+    asset_checks=[],
+    jobs=[
+        migration_jobs.apply_migrations,
+        migration_jobs.revert_migrations,
+    ],
+    schedules=[],
+    sensors=[],
+    resources={"hrms_db": hr_database()},
+    # Every step of a run talks to the same database and most hold one transaction: one process
+    # per run is faster (no per-step interpreter start) and keeps runs self-contained.
+    executor=dg.in_process_executor,
+)

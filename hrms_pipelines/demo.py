@@ -1,0 +1,50 @@
+"""What `make demo` runs (inside `python -m hrms_pipelines.local run`): every step is a real job
+run through `dagster job execute`, recorded in Dagster's storage, so `make dev` shows them after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+
+from hrms_pipelines import settings
+from hrms_pipelines.resources import redact
+
+
+def dagster_job(job: str, *config_files: str) -> None:
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "hrms_pipelines", "-j", job]
+    for config in config_files:
+        command += ["-c", config]
+    print(f"\n$ dagster job execute -m hrms_pipelines -j {job}" + "".join(f" -c {c}" for c in config_files), flush=True)
+    result = subprocess.run(command, cwd=settings.PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stdout.write(result.stdout[-6000:])
+        sys.stderr.write(result.stderr[-6000:])
+        raise SystemExit(f"job {job} failed (exit {result.returncode})")
+    print(f"  {job}: succeeded")
+
+
+def print_ledger(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT app, version, name, left(checksum, 12), applied_at, duration_ms "
+            "FROM hrms_meta.migration_ledger ORDER BY applied_at, app, version"
+        ).fetchall()
+    print("\nMigration ledger:")
+    print(f"  {'app':<11} {'version':<8} {'name':<32} {'sha256':<13} {'applied at':<20} {'ms':>5}")
+    for app, version, name, checksum, applied_at, ms in rows:
+        print(f"  {app:<11} {version:<8} {name:<32} {checksum:<13} {applied_at:%Y-%m-%d %H:%M:%S} {ms:>5}")
+
+
+def main() -> None:
+    url = os.environ[settings.DATABASE_URL_ENV]
+    print(f"HR database: {redact(url)}")
+    dagster_job("apply_migrations")
+    print_ledger(url)
+    print("\nDone. `make dev` opens the Dagster UI with these runs in it.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Run a command with the project's databases ready: `python -m hrms_pipelines.local run -- CMD ...`.
+
+What `make demo`, `make dev` and the README's commands go through. For whatever the user has not set:
+- HRMS_DATABASE_URL: the `hrms` database on the embedded PostgreSQL under .hrms/pgdata
+- DAGSTER_PG_URL: a separate `dagster` database on the same server (Dagster's runs and event logs)
+- DAGSTER_HOME: .hrms/dagster_home, holding a link to the project's dagster.yaml
+The embedded server stops when the command ends (Ctrl-C included), unless another process uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from hrms_pipelines import settings
+
+
+def prepare_environment(env: dict[str, str]) -> dict[str, str]:
+    """Fill in the variables the user left unset; returns the new environment."""
+    from hrms_pipelines import embedded
+
+    env = dict(env)
+    home = settings.hrms_home()
+    home.mkdir(parents=True, exist_ok=True)
+    if not env.get(settings.DATABASE_URL_ENV):
+        env[settings.DATABASE_URL_ENV] = embedded.hr_database_url()
+    if not env.get(settings.DAGSTER_PG_URL_ENV):
+        env[settings.DAGSTER_PG_URL_ENV] = embedded.dagster_storage_url()
+    if not env.get("DAGSTER_HOME"):
+        dagster_home = home / "dagster_home"
+        dagster_home.mkdir(exist_ok=True)
+        link = dagster_home / "dagster.yaml"
+        if not link.exists():
+            link.symlink_to(settings.PROJECT_ROOT / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(dagster_home)
+    env.setdefault("DAGSTER_COMPUTE_LOG_DIR", str(home / "compute_logs"))
+    return env
+
+
+def run(command: list[str]) -> int:
+    env = prepare_environment(dict(os.environ))
+    # Ctrl-C reaches the child (same process group) and the child decides how to stop;
+    # this process waits for it, then releases the embedded server.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(command, env=env)
+        signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hrms_pipelines.local", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    run_parser = sub.add_parser("run", help="run a command with the databases ready")
+    run_parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give a command after `run --`")
+    return run(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

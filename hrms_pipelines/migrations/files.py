@@ -1,0 +1,171 @@
+"""Migration files on disk: `sql/migrations/<app>/NNNN_name.up.sql` and optional `.down.sql`.
+
+A migration without a down file is irreversible. Header comments (before the first statement):
+
+    -- hrms:non-transactional        run statement by statement outside a transaction
+                                     (needed for CREATE INDEX CONCURRENTLY)
+    -- hrms:depends-on: org/0001     must be applied after that migration of another app
+
+Within an app each migration depends on the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from pglast import parser as pg_parser
+
+FILE_PATTERN = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
+NON_TRANSACTIONAL_MARKER = re.compile(r"^\s*--\s*hrms:non-transactional\b", re.IGNORECASE)
+DEPENDS_ON_MARKER = re.compile(r"^\s*--\s*hrms:depends-on:\s*(?P<refs>.+)$", re.IGNORECASE)
+
+
+class MigrationError(Exception):
+    """A migration problem a user has to act on; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    line: int  # 1-based line of the statement's first character in its file
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    path: Path
+
+    @cached_property
+    def text(self) -> str:
+        try:
+            return self.path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise MigrationError(f"{self.path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+    @cached_property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def header_lines(self) -> list[str]:
+        lines = []
+        for line in self.text.splitlines():
+            stripped = line.strip()
+            if stripped and not stripped.startswith("--"):
+                break
+            lines.append(line)
+        return lines
+
+    def statements(self) -> list[Statement]:
+        """Every statement with its line number; a syntax error raises naming file and line."""
+        text = self.text
+        try:
+            slices = pg_parser.split(text, with_parser=True, only_slices=True)
+        except pg_parser.ParseError as exc:
+            location = getattr(exc, "location", None)
+            line = text.count("\n", 0, location) + 1 if isinstance(location, int) else "?"
+            raise MigrationError(f"{self.path}:{line}: syntax error: {exc.args[0]}") from exc
+        return [Statement(text[s], text.count("\n", 0, s.start) + 1) for s in slices]
+
+
+@dataclass
+class Migration:
+    app: str
+    version: str  # "0001"
+    name: str  # "initial"
+    up: MigrationFile
+    down: MigrationFile | None = None
+    depends_on: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app, self.version)
+
+    @property
+    def label(self) -> str:
+        return f"{self.app}/{self.version}_{self.name}"
+
+    @property
+    def reversible(self) -> bool:
+        return self.down is not None
+
+    @property
+    def transactional(self) -> bool:
+        return not any(NON_TRANSACTIONAL_MARKER.match(line) for line in self.up.header_lines())
+
+    def down_transactional(self) -> bool:
+        assert self.down is not None
+        return not any(NON_TRANSACTIONAL_MARKER.match(line) for line in self.down.header_lines())
+
+
+def _parse_refs(migration_path: Path, raw: str) -> list[tuple[str, str]]:
+    refs = []
+    for ref in re.split(r"[,\s]+", raw.strip()):
+        if not ref:
+            continue
+        match = re.fullmatch(r"(?P<app>[a-z0-9_]+)/(?P<version>\d{4})(?:_[a-z0-9_]+)?", ref)
+        if not match:
+            raise MigrationError(f"{migration_path}: bad hrms:depends-on reference {ref!r} (expected app/NNNN)")
+        refs.append((match["app"], match["version"]))
+    return refs
+
+
+def discover(root: Path) -> list[Migration]:
+    """Every migration under `root`, in dependency order (see `order`)."""
+    if not root.is_dir():
+        raise MigrationError(f"migrations folder not found: {root}")
+    migrations: dict[tuple[str, str], Migration] = {}
+    downs: dict[tuple[str, str], Path] = {}
+    for app_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        for path in sorted(app_dir.iterdir()):
+            if path.suffix != ".sql":
+                continue
+            match = FILE_PATTERN.match(path.name)
+            if not match:
+                raise MigrationError(f"{path}: file name must look like NNNN_name.up.sql or NNNN_name.down.sql")
+            key = (app_dir.name, match["version"])
+            if match["direction"] == "down":
+                downs[key] = path
+                continue
+            if key in migrations:
+                raise MigrationError(f"{path}: version {match['version']} is used twice in app {app_dir.name}")
+            migrations[key] = Migration(app=app_dir.name, version=match["version"], name=match["name"], up=MigrationFile(path))
+    for key, path in downs.items():
+        if key not in migrations:
+            raise MigrationError(f"{path}: down file without its up file")
+        migrations[key].down = MigrationFile(path)
+    for migration in migrations.values():
+        for line in migration.up.header_lines():
+            if match := DEPENDS_ON_MARKER.match(line):
+                migration.depends_on.extend(_parse_refs(migration.up.path, match["refs"]))
+    return order(list(migrations.values()))
+
+
+def order(migrations: list[Migration]) -> list[Migration]:
+    """Dependency order: each app's migrations by version, cross-app `depends-on` respected.
+
+    Among the migrations that are ready, the smallest (version, app) goes first, so the order is
+    stable and interleaves apps the way their numbers suggest.
+    """
+    by_key = {m.key: m for m in migrations}
+    deps: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for m in migrations:
+        previous = [o.key for o in migrations if o.app == m.app and o.version < m.version]
+        wanted = set(m.depends_on) | ({max(previous)} if previous else set())
+        for ref in m.depends_on:
+            if ref not in by_key:
+                raise MigrationError(f"{m.up.path}: depends on {ref[0]}/{ref[1]}, which does not exist")
+        deps[m.key] = wanted
+    ordered: list[Migration] = []
+    done: set[tuple[str, str]] = set()
+    while len(ordered) < len(migrations):
+        ready = [k for k, d in deps.items() if k not in done and d <= done]
+        if not ready:
+            cycle = sorted(f"{a}/{v}" for a, v in deps if (a, v) not in done)
+            raise MigrationError(f"dependency cycle among migrations: {', '.join(cycle)}")
+        key = min(ready, key=lambda k: (k[1], k[0]))
+        ordered.append(by_key[key])
+        done.add(key)
+    return ordered

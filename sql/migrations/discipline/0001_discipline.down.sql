@@ -1,0 +1,2 @@
+DROP TABLE hrms.discipline_grievancecategory;
+DROP TABLE hrms.discipline_misconductcategory;

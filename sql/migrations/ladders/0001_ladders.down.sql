@@ -1,0 +1,3 @@
+DROP TABLE hrms.ladders_level;
+DROP TABLE hrms.ladders_aspect;
+DROP TABLE hrms.ladders_ladder;

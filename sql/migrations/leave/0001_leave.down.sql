@@ -1,0 +1,2 @@
+DROP TABLE hrms.leave_leaverequest;
+DROP TABLE hrms.leave_leavetype;

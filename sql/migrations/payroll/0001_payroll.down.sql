@@ -1,0 +1,10 @@
+DROP TABLE hrms.payroll_payrollrecord;
+DROP TABLE hrms.payroll_payslipline;
+DROP TABLE hrms.payroll_payslip;
+DROP TABLE hrms.payroll_payperiod;
+DROP TABLE hrms.payroll_payrollrole;
+DROP TABLE hrms.payroll_banksortcode;
+DROP TABLE hrms.payroll_ssnitrate;
+DROP TABLE hrms.payroll_taxrelief;
+DROP TABLE hrms.payroll_taxbracket;
+DROP TABLE hrms.payroll_paycomponent;
