@@ -58,3 +58,7 @@ def backup_dir() -> Path:
 def environment() -> str:
     """The deployment's environment: development, staging or production."""
     return (os.environ.get(ENVIRONMENT_ENV) or "development").strip().lower()
+
+# Every op or asset that writes to the HR database is in this Dagster concurrency pool; dagster.yaml
+# limits it to one run at a time, so a second writer waits in the queue instead of failing.
+WRITER_POOL = "hrms_writer"

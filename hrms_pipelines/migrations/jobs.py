@@ -17,17 +17,10 @@ from pathlib import Path
 import dagster as dg
 
 from hrms_pipelines import locks, settings
+from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.migrations import files, gate, runner
 from hrms_pipelines.resources import HrmsDatabase
 
-WRITER_POOL = "hrms_writer"
-
-
-def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
-    escape = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(escape(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 class ApplyMigrationsConfig(dg.Config):
@@ -92,7 +85,7 @@ def check_migration_safety(context: dg.OpExecutionContext, plan: MigrationPlan, 
     return plan
 
 
-@dg.op(description="Apply the plan, each migration under lock and statement timeouts.", pool=WRITER_POOL)
+@dg.op(description="Apply the plan, each migration under lock and statement timeouts.", pool=settings.WRITER_POOL)
 def apply_planned_migrations(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> MigrationPlan:
     if plan.settings["dry_run"]:
         context.log.info("dry run: nothing applied")
@@ -151,7 +144,7 @@ class RevertMigrationsConfig(dg.Config):
     migrations_dir: str = ""
 
 
-@dg.op(description="Revert applied migrations newer than the target, newest first, with their down files.", pool=WRITER_POOL)
+@dg.op(description="Revert applied migrations newer than the target, newest first, with their down files.", pool=settings.WRITER_POOL)
 def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsConfig, hrms_db: HrmsDatabase) -> str:
     migrations = _migrations(config.migrations_dir)
     timeouts = runner.Timeouts(config.lock_timeout, config.statement_timeout)
