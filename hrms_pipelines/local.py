@@ -37,7 +37,6 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
         if not link.exists():
             link.symlink_to(settings.PROJECT_ROOT / "dagster.yaml")
         env["DAGSTER_HOME"] = str(dagster_home)
-    env.setdefault("DAGSTER_COMPUTE_LOG_DIR", str(home / "compute_logs"))
     return env
 
 
