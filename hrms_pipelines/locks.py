@@ -5,6 +5,8 @@ Every lock the project takes is listed here with its key, so no two features col
 
 from __future__ import annotations
 
+import re
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,31 +35,32 @@ def _key(name: str) -> int:
     return zlib.crc32(name.encode()) - (1 << 31)
 
 
+def _seconds(interval: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*", interval)
+    if not match:
+        raise ValueError(f"unreadable wait {interval!r}: use e.g. 0, 500ms, 30s, 5min")
+    return float(match[1]) * {"ms": 0.001, "s": 1, None: 1, "min": 60, "h": 3600}[match[2]]
+
+
 @contextmanager
 def session_lock(conn: psycopg.Connection, name: str, *, wait: str = "0") -> Iterator[None]:
     """Hold the named lock on this connection's session for the block.
 
-    `wait` is how long to wait for a holder to finish ("0" means not at all, "5min" five minutes).
+    `wait` is how long to wait for a holder to finish ("0": not at all, "5min": five minutes).
+    The wait polls `pg_try_advisory_lock` outside any transaction: a session blocked inside a
+    transaction would make the holder's CREATE INDEX CONCURRENTLY wait for it (a deadlock).
     """
     key = _key(name)
-    if wait in ("0", "0s", "0ms"):
+    deadline = time.monotonic() + _seconds(wait)
+    while True:
         got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_CLASS, key]).fetchone()[0]
-    else:
-        previous_autocommit = conn.autocommit
-        try:
-            with conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
-                # pg_advisory_lock's session lock survives the end of this transaction
-                conn.execute("SELECT pg_advisory_lock(%s, %s)", [_LOCK_CLASS, key])
-            got = True
-        except psycopg.errors.LockNotAvailable:
-            got = False
-        finally:
-            conn.autocommit = previous_autocommit
-    if not conn.autocommit and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.commit()
+        if not conn.autocommit:
+            conn.commit()
+        if got or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     if not got:
-        raise LockNotAvailable(f"another run holds the {name!r} lock" + (f" (waited {wait})" if wait != "0" else ""))
+        raise LockNotAvailable(f"another run holds the {name!r} lock" + (f" (waited {wait})" if _seconds(wait) else ""))
     try:
         yield
     finally:

@@ -64,7 +64,7 @@ class MigrationFile:
         try:
             slices = pg_parser.split(text, with_parser=True, only_slices=True)
         except pg_parser.ParseError as exc:
-            location = getattr(exc, "location", None)
+            location = exc.args[1] if len(exc.args) > 1 else None  # character offset in the file
             line = text.count("\n", 0, location) + 1 if isinstance(location, int) else "?"
             raise MigrationError(f"{self.path}:{line}: syntax error: {exc.args[0]}") from exc
         return [Statement(text[s], text.count("\n", 0, s.start) + 1) for s in slices]

@@ -13,6 +13,7 @@ Two runners never interleave: the whole run holds a session advisory lock.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -199,8 +200,20 @@ def _describe_error(exc: psycopg.Error, migration_file, statement: Statement, ti
     return "\n".join(parts)
 
 
+TRANSACTION_CONTROL = re.compile(r"^(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
+
+
 def _execute_file(conn: psycopg.Connection, migration_file, timeouts: Timeouts, *, transactional: bool) -> None:
     statements = migration_file.statements()  # parse the whole file before running any of it
+    if transactional:
+        for statement in statements:
+            if TRANSACTION_CONTROL.match(statement.sql.lstrip()):
+                raise MigrationError(
+                    f"{migration_file.path}:{statement.line}: explicit transaction control "
+                    f"({statement.sql.split()[0].upper()}) in a transactional migration: the runner already runs "
+                    "each migration in its own transaction. Remove it, or mark the file "
+                    "`-- hrms:non-transactional` if it must manage transactions itself."
+                )
     for statement in statements:
         try:
             if transactional:
