@@ -8,6 +8,7 @@ import os
 import dagster as dg
 
 from hrms_pipelines import settings
+from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
 from hrms_pipelines.resources import HrmsDatabase
 
@@ -25,6 +26,8 @@ defs = dg.Definitions(
     jobs=[
         migration_jobs.apply_migrations,
         migration_jobs.revert_migrations,
+        backfill_jobs.data_backfill,
+        backfill_jobs.field_backfill,
     ],
     schedules=[],
     sensors=[],

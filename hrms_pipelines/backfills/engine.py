@@ -1,0 +1,434 @@
+"""Runs a backfill: keyset batches on the primary key, each its own short transaction with its
+checkpoint, throttled, resumable, with progress a user can watch.
+
+One batch, in one transaction run as the import role (SELECT/INSERT/UPDATE only):
+
+    SET LOCAL statement_timeout, lock_timeout; SET LOCAL ROLE hrms_importer
+    SELECT id FROM t WHERE id > <checkpoint> AND <still needs the change> ORDER BY id LIMIT <n>
+    <the backfill's UPDATE of exactly those rows, re-checking "still needs the change">
+    UPDATE core_backfillcheckpoint SET last_key = <last id>, rows_done = rows_done + <changed> ...
+    INSERT INTO core_auditlog (one row for the batch: key range, rows changed)
+    COMMIT
+
+The checkpoint commits with the batch or not at all, so a run killed at any instant resumes exactly
+after the last committed batch and never applies a batch twice. Between batches: a sleep, the
+batch size adapted toward a target duration, and a pause while the database is busy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from hrms_pipelines import locks, settings
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
+from hrms_pipelines.resources import HrmsDatabase, set_local_timeouts
+
+CHECKPOINTS = f"{settings.HR_SCHEMA}.core_backfillcheckpoint"
+COUNT_TIMEOUT = "60s"
+# A batch that fails on these is rolled back whole (checkpoint included) and retried smaller.
+RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled,
+             psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+class Log(Protocol):
+    def info(self, msg: str) -> Any: ...
+    def warning(self, msg: str) -> Any: ...
+
+
+@dataclass
+class Checkpoint:
+    name: str
+    status: str
+    last_key: int | None
+    rows_done: int
+    batches_done: int
+
+
+@dataclass
+class Result:
+    name: str
+    table: str
+    status: str  # completed | stopped (max_batches) | dry_run
+    dry_run: bool = False
+    rows_changed: int = 0
+    rows_scanned: int = 0
+    batches: int = 0
+    duration_s: float = 0.0
+    rows_left: int | None = None
+    """Rows of the whole table that still need the change after this run."""
+    would_change: int | None = None
+    resumed_from_key: int | None = None
+    last_key: int | None = None
+    batch_ms: list[float] = field(default_factory=list)
+    final_batch_size: int = 0
+    paused_s: float = 0.0
+    retries: int = 0
+    checkpoint_rows_done: int = 0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_changed / self.duration_s if self.duration_s > 0 else 0.0
+
+    def batch_ms_percentile(self, q: float) -> float:
+        return percentile(self.batch_ms, q)
+
+    def metadata(self) -> dict[str, Any]:
+        """Numbers for the Dagster UI (None values left out)."""
+        data: dict[str, Any] = {
+            "backfill": self.name, "table": self.table, "status": self.status, "dry_run": self.dry_run,
+            "rows_changed": self.rows_changed, "rows_left": self.rows_left, "would_change": self.would_change,
+            "batches": self.batches, "duration_s": round(self.duration_s, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "batch_ms_p50": round(self.batch_ms_percentile(50), 1), "batch_ms_p99": round(self.batch_ms_percentile(99), 1),
+            "batch_ms_max": round(max(self.batch_ms, default=0.0), 1), "final_batch_size": self.final_batch_size,
+            "paused_s": round(self.paused_s, 1), "retries": self.retries,
+            "resumed_from_key": self.resumed_from_key, "last_key": self.last_key,
+            "checkpoint_rows_done": self.checkpoint_rows_done,
+        }
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+class BatchSizer:
+    """Keeps batches near `target_batch_ms`: estimates the time per row (reacting at once to a slow
+    batch, slowly to fast ones), sizes the next batch to the target, and changes the size by at most
+    x0.5 .. x1.5 per batch. Without a target the size stays fixed."""
+
+    GROWTH = 1.5
+    SHRINK = 0.5
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.size = min(max(options.batch_size, options.min_batch_size), options.max_batch_size) \
+            if options.target_batch_ms is not None else options.batch_size
+        self.ms_per_row: float | None = None
+
+    def record(self, rows: int, elapsed_ms: float) -> None:
+        target = self.options.target_batch_ms
+        if target is None or rows == 0:
+            return
+        per_row = elapsed_ms / rows
+        if self.ms_per_row is None or per_row > self.ms_per_row:
+            self.ms_per_row = per_row
+        else:
+            self.ms_per_row = 0.7 * self.ms_per_row + 0.3 * per_row
+        wanted = target / self.ms_per_row if self.ms_per_row > 0 else self.size * self.GROWTH
+        if rows < self.size:  # a short (last) batch says little about a full one
+            wanted = min(wanted, self.size)
+        wanted = min(max(wanted, self.size * self.SHRINK), self.size * self.GROWTH)
+        self.size = int(min(max(wanted, self.options.min_batch_size), self.options.max_batch_size))
+
+    def shrink(self) -> None:
+        self.size = max(self.options.min_batch_size if self.options.target_batch_ms is not None else 1, self.size // 2)
+
+
+def busy_reason(conn: psycopg.Connection, options: Options) -> str | None:
+    """Why the database counts as busy right now, or None.
+
+    Signals (each off when its option is None): client backends active in this database other than
+    this one (`max_active_backends`), and the longest current lock wait (`max_lock_wait_ms`).
+    Seeing other roles' sessions needs pg_read_all_stats (or superuser).
+    """
+    if options.max_active_backends is None and options.max_lock_wait_ms is None:
+        return None
+    active, lock_wait_ms = conn.execute(
+        """
+        SELECT (SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND state = 'active'
+                  AND backend_type = 'client backend' AND pid <> pg_backend_pid()),
+               (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1000), 0)
+                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE NOT l.granted AND a.datname = current_database())
+        """
+    ).fetchone()
+    if options.max_active_backends is not None and active > options.max_active_backends:
+        return f"{active} active backends (limit {options.max_active_backends})"
+    if options.max_lock_wait_ms is not None and lock_wait_ms > options.max_lock_wait_ms:
+        return f"a session has waited {lock_wait_ms:.0f} ms for a lock (limit {options.max_lock_wait_ms} ms)"
+    return None
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+def read_checkpoint(conn: psycopg.Connection, name: str) -> Checkpoint | None:
+    row = conn.execute(
+        f"SELECT name, status, last_key, rows_done, batches_done FROM {CHECKPOINTS} WHERE name = %s", [name]
+    ).fetchone()
+    return Checkpoint(*row) if row else None
+
+
+def _as_importer(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
+
+
+def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *, restart: bool, run_id: str | None) -> None:
+    params = Jsonb({**plan.params, "options": {k: v for k, v in vars(options).items()}})
+    with conn.transaction():
+        _as_importer(conn)
+        conn.execute(
+            f"""
+            INSERT INTO {CHECKPOINTS} AS c (name, status, params, run_id) VALUES (%(name)s, 'running', %(params)s, %(run_id)s)
+            ON CONFLICT (name) DO UPDATE SET
+                status = 'running', params = EXCLUDED.params, run_id = EXCLUDED.run_id, updated_at = now(),
+                finished_at = NULL,
+                last_key     = CASE WHEN %(restart)s THEN NULL ELSE c.last_key END,
+                rows_done    = CASE WHEN %(restart)s THEN 0 ELSE c.rows_done END,
+                batches_done = CASE WHEN %(restart)s THEN 0 ELSE c.batches_done END,
+                started_at   = CASE WHEN %(restart)s THEN now() ELSE c.started_at END
+            """,
+            {"name": plan.name, "params": params, "run_id": run_id, "restart": restart},
+        )
+
+
+def _finish_checkpoint(conn: psycopg.Connection, name: str, status: str, error: str | None = None) -> None:
+    with conn.transaction():
+        _as_importer(conn)
+        conn.execute(
+            f"""UPDATE {CHECKPOINTS} SET status = %(status)s, updated_at = now(),
+                   finished_at = CASE WHEN %(status)s = 'completed' THEN now() END,
+                   params = CASE WHEN %(error)s::text IS NULL THEN params - 'last_error'
+                                 ELSE params || jsonb_build_object('last_error', %(error)s::text) END
+               WHERE name = %(name)s""",
+            {"status": status, "error": error, "name": name},
+        )
+
+
+# --- counting ----------------------------------------------------------------------------------
+
+def _after_clause(plan: Plan, after: int | None) -> sql.Composable:
+    if after is None:
+        return sql.SQL("true")
+    return sql.SQL("{} > %(_after)s").format(sql.Identifier(plan.key))
+
+
+def count_pending(conn: psycopg.Connection, plan: Plan, after: int | None) -> int | None:
+    """Rows after key `after` (all rows when None) that still need the change; None when the count
+    does not finish within COUNT_TIMEOUT (a huge table under load)."""
+    query = sql.SQL("SELECT count(*) FROM {table} WHERE {after} AND ({pending})").format(
+        table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
+    try:
+        with conn.transaction():
+            set_local_timeouts(conn, statement_timeout=COUNT_TIMEOUT)
+            return conn.execute(query, {**plan.bind, "_after": after}).fetchone()[0]
+    except psycopg.errors.QueryCanceled:
+        return None
+
+
+def rows_left(conn: psycopg.Connection, plan: Plan, last_key: int | None) -> int | None:
+    """What is left to do: with a predicate, every row of the table that needs the change; without
+    one (checkpoint-guarded), the rows after the checkpoint."""
+    return count_pending(conn, plan, None if plan.pending is not None else last_key)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+class _Progress:
+    def __init__(self, name: str, total: int | None, every: float, log: Log) -> None:
+        self.name, self.total, self.every, self.log = name, total, every, log
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def line(self, result: Result, batch_size: int) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = result.rows_scanned / elapsed
+        if self.total is None:
+            left, eta = "unknown", "unknown"
+        else:
+            remaining = max(self.total - result.rows_scanned, 0)
+            left = f"{remaining:,}"
+            eta = _duration(remaining / rate) if rate > 0 else "unknown"
+        last_ms = result.batch_ms[-1] if result.batch_ms else 0.0
+        return (f"backfill {self.name}: {result.rows_changed:,} rows changed, {left} left, {rate:,.0f} rows/s, "
+                f"ETA {eta}; {result.batches:,} batches, batch size {batch_size:,}, last batch {last_ms:.0f} ms")
+
+    def maybe_log(self, result: Result, batch_size: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.log.info(self.line(result, batch_size))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after: int | None, size: int,
+               run_id: str | None) -> tuple[list[int], int]:
+    """One batch and its checkpoint in one transaction; returns (keys, rows changed)."""
+    key = sql.Identifier(plan.key)
+    select = sql.SQL("SELECT {key} FROM {table} WHERE {after} AND ({pending}) ORDER BY {key} LIMIT %(_limit)s").format(
+        key=key, table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
+    with conn.transaction():
+        set_local_timeouts(conn, lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
+        _as_importer(conn)
+        keys = [row[0] for row in conn.execute(select, {**plan.bind, "_after": after, "_limit": size})]
+        if not keys:
+            return keys, 0
+        changed = plan.apply(Batch(conn=conn, plan=plan, keys=keys))
+        conn.execute(
+            f"""UPDATE {CHECKPOINTS} SET last_key = %s, rows_done = rows_done + %s, batches_done = batches_done + 1,
+                   updated_at = now() WHERE name = %s""",
+            [keys[-1], changed, plan.name],
+        )
+        conn.execute(
+            f"""INSERT INTO {settings.HR_SCHEMA}.core_auditlog (run_id, source, action, table_name, row_key, after)
+                VALUES (%s, %s, 'backfill', %s, %s, %s)""",
+            [run_id, f"backfill:{plan.name}", plan.table, f"{plan.key} {keys[0]}..{keys[-1]}",
+             Jsonb({"backfill": plan.name, "rows_changed": changed, "rows_in_batch": len(keys),
+                    "first_key": keys[0], "last_key": keys[-1]})],
+        )
+    return keys, changed
+
+
+def _wait_while_busy(conn: psycopg.Connection, options: Options, name: str, log: Log) -> float:
+    """Sleep while the database is busy; returns seconds paused. Fails after max_busy_wait_seconds."""
+    started = time.monotonic()
+    last_log = 0.0
+    while (reason := busy_reason(conn, options)) is not None:
+        waited = time.monotonic() - started
+        if waited >= options.max_busy_wait_seconds:
+            raise BackfillError(
+                f"backfill {name}: the database stayed busy for {waited:.0f}s ({reason}); stopped, the checkpoint "
+                "keeps the place: launch it again later")
+        if waited == 0 or waited - last_log >= options.progress_every_seconds:
+            last_log = waited
+            log.info(f"backfill {name}: paused, database busy: {reason}")
+        time.sleep(options.busy_pause_seconds)
+    return time.monotonic() - started
+
+
+def run(
+    db: HrmsDatabase,
+    backfill: Backfill,
+    options: Options,
+    *,
+    log: Log,
+    restart: bool = False,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> Result:
+    """Run `backfill` until no row is left (or `options.max_batches`); see the module docstring."""
+    options.validate()
+    with db.connection(autocommit=True) as conn:
+        try:
+            with locks.session_lock(conn, locks.backfill_lock(backfill.name), wait=options.lock_wait):
+                return _run_locked(conn, backfill, options, log=log, restart=restart, dry_run=dry_run, run_id=run_id)
+        except locks.LockNotAvailable as exc:
+            raise BackfillError(f"backfill {backfill.name}: another run of it is in progress ({exc}); "
+                                "wait for it to finish (its checkpoint is shared)") from exc
+
+
+def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, *, log: Log, restart: bool,
+                dry_run: bool, run_id: str | None) -> Result:
+    started = time.monotonic()
+    plan = backfill.prepare(conn)
+    checkpoint = read_checkpoint(conn, plan.name)
+    after = None if restart or checkpoint is None else checkpoint.last_key
+    result = Result(name=plan.name, table=plan.qualified_table, status="dry_run" if dry_run else "running",
+                    dry_run=dry_run, resumed_from_key=after)
+    where = f"after key {after:,}" if after is not None else "from the start"
+
+    if dry_run:
+        result.would_change = count_pending(conn, plan, after)
+        result.rows_left = rows_left(conn, plan, after)
+        result.checkpoint_rows_done = checkpoint.rows_done if checkpoint else 0
+        result.duration_s = time.monotonic() - started
+        log.info(f"backfill {plan.name} (dry run): {_n(result.would_change)} rows of {plan.qualified_table} would "
+                 f"change ({where}); {_n(result.rows_left)} need the change in the whole table. Nothing was changed.")
+        return result
+
+    total = count_pending(conn, plan, after)
+    log.info(f"backfill {plan.name} on {plan.qualified_table}: {_n(total)} rows to change, {where}"
+             + (" (restart)" if restart else "") + f"; batch size {options.batch_size:,}, "
+             f"target {options.target_batch_ms or '-'} ms, sleep {options.sleep_seconds}s")
+    _start_checkpoint(conn, plan, options, restart=restart, run_id=run_id)
+    sizer = BatchSizer(options)
+    progress = _Progress(plan.name, total, options.progress_every_seconds, log)
+    consecutive_failures = 0
+    try:
+        while True:
+            result.paused_s += _wait_while_busy(conn, options, plan.name, log)
+            batch_started = time.perf_counter()
+            try:
+                keys, changed = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id)
+            except RETRYABLE as exc:
+                consecutive_failures += 1
+                result.retries += 1
+                if consecutive_failures > options.max_retries:
+                    raise BackfillError(
+                        f"backfill {plan.name}: batch after key {after} failed {consecutive_failures} times in a row "
+                        f"(last: {exc.diag.message_primary}); stopped, the checkpoint keeps the place") from exc
+                sizer.shrink()
+                log.warning(f"backfill {plan.name}: batch rolled back ({exc.diag.message_primary}); "
+                            f"retrying with {sizer.size:,} rows")
+                time.sleep(min(0.2 * 2 ** consecutive_failures, 5.0))
+                continue
+            elapsed_ms = (time.perf_counter() - batch_started) * 1000
+            consecutive_failures = 0
+            if not keys:
+                break
+            after = keys[-1]
+            result.last_key = after
+            result.batches += 1
+            result.rows_scanned += len(keys)
+            result.rows_changed += changed
+            result.batch_ms.append(elapsed_ms)
+            sizer.record(len(keys), elapsed_ms)
+            progress.maybe_log(result, sizer.size)
+            if options.max_batches is not None and result.batches >= options.max_batches:
+                result.status = "stopped"
+                break
+            if options.sleep_seconds:
+                time.sleep(options.sleep_seconds)
+    except BaseException as exc:  # killed by Dagster, a bug, a batch that cannot pass: keep the place
+        try:
+            _finish_checkpoint(conn, plan.name, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        except Exception:  # noqa: BLE001 - the original error is what matters
+            pass
+        raise
+
+    if result.status != "stopped":
+        result.status = "completed"
+        _finish_checkpoint(conn, plan.name, "completed")
+    result.final_batch_size = sizer.size
+    result.duration_s = time.monotonic() - started
+    result.rows_left = rows_left(conn, plan, after)
+    final = read_checkpoint(conn, plan.name)
+    result.checkpoint_rows_done = final.rows_done if final else 0
+    log.info(_summary(result))
+    if result.status == "completed" and plan.pending is not None and result.rows_left:
+        log.warning(f"backfill {plan.name}: {result.rows_left:,} rows before the checkpoint still need the change "
+                    "(changed while it ran, or since an earlier pass); launch it with restart: true to sweep them")
+    return result
+
+
+def _n(value: int | None) -> str:
+    return "an unknown number of" if value is None else f"{value:,}"
+
+
+def _summary(result: Result) -> str:
+    return (f"backfill {result.name} {result.status}: {result.rows_changed:,} rows changed in {result.batches:,} batches, "
+            f"{result.duration_s:.1f}s ({result.rows_per_second:,.0f} rows/s); batch p50 "
+            f"{result.batch_ms_percentile(50):.0f} ms, p99 {result.batch_ms_percentile(99):.0f} ms; "
+            f"{_n(result.rows_left)} rows left; paused {result.paused_s:.1f}s; {result.retries} retries")

@@ -1,0 +1,264 @@
+"""The generic field backfill: set one column of an HR table to one value, where a structured filter
+matches (the seed's `backfill_data --model --field --value --filter`).
+
+Everything a user gives is checked against the live schema before a row changes:
+- the table must be on the allow-list of HR tables (never the audit log, checkpoints, login
+  accounts or access control) and exist, with a single-column integer primary key;
+- the column and the filter column must exist (information_schema), the column must be writable
+  (not the key, not generated or identity);
+- the operator comes from a fixed set; values are bound parameters, converted by PostgreSQL to the
+  column's type (a wrong type is an error naming table, column, type and value);
+- a trial UPDATE of one matching row, rolled back, surfaces constraint violations (CHECK, foreign
+  key, NOT NULL) before the first batch.
+Identifiers are composed with psycopg.sql.Identifier; no text from the user becomes SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from hrms_pipelines import settings
+from hrms_pipelines.backfills.registry import BackfillError, Batch, Plan
+
+# The HR tables a field backfill may change. Left out on purpose: core_* (audit log, backfill
+# checkpoints, roles, permissions, login accounts) and imports_importrecord (the import ledger).
+ALLOWED_TABLES: frozenset[str] = frozenset({
+    "employees_employee", "employees_jobgrade", "employees_jobcategory",
+    "org_organization", "org_department", "org_tribe", "org_chapter", "org_team",
+    "ladders_ladder", "ladders_aspect", "ladders_level",
+    "history_timelineevent", "history_compensationsnapshot", "history_senioritysnapshot",
+    "payroll_paycomponent", "payroll_taxbracket", "payroll_taxrelief", "payroll_ssnitrate",
+    "payroll_banksortcode", "payroll_payrollrole", "payroll_payperiod", "payroll_payslip",
+    "payroll_payslipline", "payroll_payrollrecord",
+    "leave_leavetype", "leave_leaverequest",
+    "discipline_misconductcategory", "discipline_grievancecategory",
+})
+
+# operator -> SQL; `in` and the null tests are built separately.
+COMPARISONS: dict[str, str] = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+OPERATORS: tuple[str, ...] = (*COMPARISONS, "is_null", "is_not_null", "in")
+MAX_IN_VALUES = 1000
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+Scalar = str | int | float | bool | None
+
+
+class FieldBackfillError(BackfillError):
+    pass
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    column: str
+    operator: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    table: str
+    column: str
+    value: Scalar
+    filter: FilterSpec | None = None
+
+    def checkpoint_name(self) -> str:
+        """One checkpoint per distinct (table, column, value, filter): relaunching the same
+        field backfill resumes it; a different value or filter is a different backfill."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return f"field:{normalize_table(self.table)}.{self.column}:{digest}"
+
+
+def normalize_table(name: str) -> str:
+    """`employees_employee`, `hrms.employees_employee` or the seed's `employees.Employee`."""
+    text = name.strip()
+    if text.lower().startswith(settings.HR_SCHEMA + "."):
+        text = text[len(settings.HR_SCHEMA) + 1:]
+    if text.count(".") == 1:  # Django's app_label.ModelName
+        app, model = text.split(".")
+        text = f"{app}_{model}"
+    return text.lower()
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # format_type(), e.g. "numeric(5,2)"
+    data_type: str  # information_schema's, e.g. "numeric"
+    nullable: bool
+    writable: bool
+
+
+def _columns(conn: psycopg.Connection, table: str) -> dict[str, ColumnInfo]:
+    rows = conn.execute(
+        """
+        SELECT c.column_name, format_type(a.atttypid, a.atttypmod), c.data_type, c.is_nullable = 'YES',
+               c.is_generated = 'NEVER' AND c.is_identity = 'NO'
+        FROM information_schema.columns c
+        JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass
+                           AND a.attname = c.column_name
+        WHERE c.table_schema = %s AND c.table_name = %s
+        ORDER BY c.ordinal_position
+        """,
+        [settings.HR_SCHEMA, table],
+    ).fetchall()
+    return {r[0]: ColumnInfo(*r) for r in rows}
+
+
+def _primary_key(conn: psycopg.Connection, table: str) -> list[tuple[str, str]]:
+    return conn.execute(
+        """
+        SELECT kcu.column_name, c.data_type
+        FROM information_schema.table_constraints tc
+        JOIN information_schema.key_column_usage kcu
+          ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name
+        JOIN information_schema.columns c
+          ON c.table_schema = tc.table_schema AND c.table_name = tc.table_name AND c.column_name = kcu.column_name
+        WHERE tc.table_schema = %s AND tc.table_name = %s AND tc.constraint_type = 'PRIMARY KEY'
+        ORDER BY kcu.ordinal_position
+        """,
+        [settings.HR_SCHEMA, table],
+    ).fetchall()
+
+
+def _as_parameter(value: Any) -> str | None:
+    """Values go to PostgreSQL as untyped text parameters: the server converts them to the
+    column's type (its own input rules, e.g. dates, numerics, booleans) or refuses them."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str) -> tuple[sql.Composable, dict[str, Any]]:
+    if spec.column not in columns:
+        raise FieldBackfillError(f"{where}: filter column {spec.column!r} does not exist; columns: {', '.join(columns)}")
+    column = sql.Identifier(spec.column)
+    operator = spec.operator.strip().lower() if isinstance(spec.operator, str) else spec.operator
+    if operator not in OPERATORS:
+        raise FieldBackfillError(
+            f"{where}: filter operator {spec.operator!r} is not allowed; use one of: {', '.join(OPERATORS)}")
+    if operator in ("is_null", "is_not_null"):
+        if spec.value not in (None, True):
+            raise FieldBackfillError(f"{where}: filter operator {operator} takes no value (got {spec.value!r})")
+        return sql.SQL("{} IS NULL" if operator == "is_null" else "{} IS NOT NULL").format(column), {}
+    if operator == "in":
+        values = spec.value
+        if not isinstance(values, (list, tuple)) or not values:
+            raise FieldBackfillError(f"{where}: filter operator in needs a non-empty list of values (got {values!r})")
+        if len(values) > MAX_IN_VALUES:
+            raise FieldBackfillError(f"{where}: filter operator in takes at most {MAX_IN_VALUES} values (got {len(values)})")
+        if any(v is None for v in values):
+            raise FieldBackfillError(f"{where}: filter operator in cannot match null; use is_null")
+        params = {f"fb_in_{i}": _as_parameter(v) for i, v in enumerate(values)}
+        placeholders = sql.SQL(", ").join(sql.Placeholder(name) for name in params)
+        return sql.SQL("{} IN ({})").format(column, placeholders), params
+    if spec.value is None or isinstance(spec.value, (list, tuple, dict)):
+        raise FieldBackfillError(
+            f"{where}: filter operator {operator} needs one value (got {spec.value!r}); for null use is_null / is_not_null")
+    return (sql.SQL("{} {} {}").format(column, sql.SQL(COMPARISONS[operator]), sql.Placeholder("fb_filter")),
+            {"fb_filter": _as_parameter(spec.value)})
+
+
+def _describe_database_error(exc: psycopg.Error, spec: FieldSpec, table: str, columns: dict[str, ColumnInfo]) -> str:
+    where = f"field backfill of {settings.HR_SCHEMA}.{table}.{spec.column}"
+    message = exc.diag.message_primary or str(exc)
+    if isinstance(exc, psycopg.errors.DataError):
+        column = columns[spec.column]
+        parts = [f"{where}: value {spec.value!r} for column {spec.column} ({column.type})"]
+        if spec.filter is not None and spec.filter.column in columns:
+            parts.append(f"or filter value {spec.filter.value!r} for column {spec.filter.column} "
+                         f"({columns[spec.filter.column].type})")
+        return " ".join(parts) + f" was refused by PostgreSQL: {message}. Nothing was changed."
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        constraint = exc.diag.constraint_name
+        return (f"{where}: setting {spec.column} = {spec.value!r} would violate "
+                f"{'constraint ' + constraint if constraint else 'a constraint'}: {message}. Nothing was changed.")
+    return f"{where}: PostgreSQL refused the backfill: {message}. Nothing was changed."
+
+
+def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str | None = None) -> Plan:
+    """Validate `spec` against the live schema and return the plan; raises FieldBackfillError."""
+    table = normalize_table(spec.table)
+    where = f"field backfill of {spec.table!r}"
+    if table not in ALLOWED_TABLES:
+        raise FieldBackfillError(
+            f"{where}: table {spec.table!r} is not one a field backfill may change; allowed tables: "
+            + ", ".join(sorted(ALLOWED_TABLES)))
+    columns = _columns(conn, table)
+    if not columns:
+        raise FieldBackfillError(f"{where}: table {settings.HR_SCHEMA}.{table} does not exist in this database "
+                                 "(are the migrations applied?)")
+    where = f"field backfill of {settings.HR_SCHEMA}.{table}"
+    key = _primary_key(conn, table)
+    if len(key) != 1 or key[0][1] not in INTEGER_TYPES:
+        raise FieldBackfillError(f"{where}: needs a single-column integer primary key for keyset batches "
+                                 f"(has {', '.join(f'{c} {t}' for c, t in key) or 'none'})")
+    key_column = key[0][0]
+    if spec.column not in columns:
+        raise FieldBackfillError(f"{where}: column {spec.column!r} does not exist; columns: {', '.join(columns)}")
+    target = columns[spec.column]
+    if spec.column == key_column or not target.writable:
+        raise FieldBackfillError(f"{where}: column {spec.column!r} cannot be backfilled (primary key, generated or identity)")
+    if spec.value is None and not target.nullable:
+        raise FieldBackfillError(f"{where}: column {spec.column} is NOT NULL; value null is not allowed")
+    if isinstance(spec.value, (list, tuple, dict)):
+        raise FieldBackfillError(f"{where}: value must be a single value (got {spec.value!r})")
+
+    params: dict[str, Any] = {"fb_value": _as_parameter(spec.value)}
+    column = sql.Identifier(spec.column)
+    # Only rows that still need the change: the filter, and the column not already at the value.
+    if spec.value is None:
+        needs_change = sql.SQL("{} IS NOT NULL").format(column)
+    else:
+        needs_change = sql.SQL("{} IS DISTINCT FROM {}").format(column, sql.Placeholder("fb_value"))
+    conditions = [needs_change]
+    if spec.filter is not None:
+        filter_sql, filter_params = _filter_sql(spec.filter, columns, where)
+        conditions.insert(0, filter_sql)
+        params.update(filter_params)
+    pending = sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)
+
+    assignments = [sql.SQL("{} = {}").format(column, sql.Placeholder("fb_value"))]
+    if "updated_at" in columns and spec.column != "updated_at":
+        assignments.append(sql.SQL("updated_at = now()"))
+    set_clause = sql.SQL(", ").join(assignments)
+
+    def apply(batch: Batch) -> int:
+        return batch.update(set_clause, params)
+
+    plan = Plan(
+        name=name or spec.checkpoint_name(), table=table, key=key_column, pending=pending, apply=apply,
+        params={"table": f"{settings.HR_SCHEMA}.{table}", "column": spec.column, "value": spec.value,
+                "filter": asdict(spec.filter) if spec.filter else None},
+        bind=params,
+    )
+    _trial(conn, plan, spec, columns, set_clause)
+    return plan
+
+
+def _trial(conn: psycopg.Connection, plan: Plan, spec: FieldSpec, columns: dict[str, ColumnInfo],
+           set_clause: sql.Composable) -> None:
+    """Bind every value (type conversion) and update one matching row, then roll back."""
+    key = sql.Identifier(plan.key)
+    trial = sql.SQL(
+        "UPDATE {table} SET {set_clause} WHERE {key} = (SELECT {key} FROM {table} WHERE {pending} ORDER BY {key} LIMIT 1)"
+    ).format(table=plan.table_sql, set_clause=set_clause, key=key, pending=plan.pending_sql)
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SELECT set_config('statement_timeout', '5s', true), set_config('lock_timeout', '1s', true)")
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
+            conn.execute(trial, plan.bind)
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.UndefinedFunction,
+            psycopg.errors.DatatypeMismatch) as exc:
+        raise FieldBackfillError(_describe_database_error(exc, spec, plan.table, columns)) from exc
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        raise FieldBackfillError(
+            f"field backfill of {plan.qualified_table}.{spec.column}: the trial update of one row timed out "
+            f"({exc.diag.message_primary}); the table is busy, try again later. Nothing was changed.") from exc

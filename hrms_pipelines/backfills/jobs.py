@@ -1,0 +1,173 @@
+"""`data_backfill` (one partition per registered backfill) and `field_backfill` (the generic one).
+
+    dagster job execute -m hrms_pipelines -j data_backfill --tags '{"dagster/partition": "set_employee_status"}'
+    dagster job execute -m hrms_pipelines -j field_backfill -c field.yaml
+
+A UI launch of a `data_backfill` partition (or a backfill over several) passes no config: each
+backfill's registered defaults apply. The launchpad can override them for one run:
+
+    ops:
+      run_backfill:
+        config: {batch_size: 2000, sleep_seconds: 0.05, dry_run: true}
+"""
+
+# No `from __future__ import annotations` here: Dagster must resolve the Config annotations.
+
+import dataclasses
+from typing import Any, Optional
+
+import dagster as dg
+from pydantic import Field
+
+from hrms_pipelines import settings
+from hrms_pipelines.backfills import engine
+from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, normalize_table, plan_field_backfill
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, BackfillRegistry, Options, registry
+from hrms_pipelines.metadata import markdown_table
+from hrms_pipelines.resources import HrmsDatabase
+
+
+class ThrottleConfig(dg.Config):
+    sleep_seconds: Optional[float] = Field(default=None, description="Pause between batches (seconds).")
+    target_batch_ms: Optional[int] = Field(
+        default=None, description="Adapt the batch size to keep batches near this duration (ms).")
+    adaptive: bool = Field(default=True, description="false: keep batch_size fixed.")
+    statement_timeout: Optional[str] = Field(default=None, description="Per batch, e.g. '5s'.")
+    lock_timeout: Optional[str] = Field(default=None, description="Per batch, e.g. '1s'.")
+    pause_when_busy: bool = Field(default=True, description="Pause while the database is busy.")
+    max_active_backends: Optional[int] = Field(
+        default=None, description="Busy when more client backends than this are active in the database.")
+    max_lock_wait_ms: Optional[int] = Field(
+        default=None, description="Busy when a session has waited longer than this for a lock (ms).")
+    max_batches: Optional[int] = Field(
+        default=None, description="Stop after this many batches; the next launch resumes.")
+    restart: bool = Field(default=False, description="Forget the checkpoint and start from the first key.")
+    dry_run: bool = Field(default=False, description="Only count the rows that would change.")
+
+    def options(self, defaults: Options, batch_size: Optional[int]) -> Options:
+        options = defaults.override(
+            batch_size=batch_size, sleep_seconds=self.sleep_seconds, target_batch_ms=self.target_batch_ms,
+            statement_timeout=self.statement_timeout, lock_timeout=self.lock_timeout,
+            max_active_backends=self.max_active_backends, max_lock_wait_ms=self.max_lock_wait_ms,
+            max_batches=self.max_batches,
+        )
+        # Switching a throttle off sets its option to None, which override() would skip.
+        if not self.adaptive:
+            options = dataclasses.replace(options, target_batch_ms=None)
+        if not self.pause_when_busy:
+            options = dataclasses.replace(options, max_active_backends=None, max_lock_wait_ms=None)
+        options.validate()
+        return options
+
+
+class BackfillRunConfig(ThrottleConfig):
+    """Overrides of the backfill's registered defaults, for this run only (empty: the defaults)."""
+
+    batch_size: Optional[int] = Field(default=None, description="Rows in the first batch.")
+
+
+def _run(context: dg.OpExecutionContext, hrms_db: HrmsDatabase, backfill: Backfill, options: Options,
+         config: ThrottleConfig) -> dg.Output:
+    context.log.info(f"backfill {backfill.name} on database {hrms_db.display_url()}")
+    try:
+        result = engine.run(hrms_db, backfill, options, log=context.log, restart=config.restart,
+                            dry_run=config.dry_run, run_id=context.run_id)
+    except BackfillError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    metadata: dict[str, Any] = dict(result.metadata())
+    metadata["summary"] = dg.MetadataValue.md(markdown_table(["figure", "value"], [[k, v] for k, v in result.metadata().items()]))
+    return dg.Output(None, metadata=metadata)
+
+
+def registry_table(target: BackfillRegistry) -> str:
+    rows = [[b.name, f"{settings.HR_SCHEMA}.{b.table}", b.kind, b.defaults.batch_size, b.defaults.sleep_seconds,
+             b.defaults.target_batch_ms or "-", b.description] for b in target]
+    return markdown_table(["backfill", "table", "kind", "batch size", "sleep s", "target ms", "description"], rows)
+
+
+def build_data_backfill_job(target: BackfillRegistry, name: str = "data_backfill") -> dg.JobDefinition:
+    """The partitioned job over `target`'s backfills (tests build one over their own registry)."""
+    partitions = dg.StaticPartitionsDefinition(target.names())
+    listing = registry_table(target)
+
+    @dg.op(
+        name="run_backfill",
+        description="Run the backfill named by the partition key: keyset batches, checkpoint, throttle.\n\n" + listing,
+        out=dg.Out(dg.Nothing),
+        pool=settings.WRITER_POOL,
+        tags={"kind": "backfill"},
+    )
+    def run_backfill(context: dg.OpExecutionContext, config: BackfillRunConfig, hrms_db: HrmsDatabase) -> dg.Output:
+        if not context.has_partition_key:
+            raise dg.Failure(description=(
+                f"{name} runs one registered backfill per partition; launch a partition from the UI or pass "
+                f"--tags '{{\"dagster/partition\": \"NAME\"}}'. Registered: {', '.join(target.names())}"))
+        try:
+            backfill = target.get(context.partition_key)
+            options = config.options(backfill.defaults, config.batch_size)
+        except BackfillError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        return _run(context, hrms_db, backfill, options, config)
+
+    @dg.job(
+        name=name,
+        partitions_def=partitions,
+        description="Batched, resumable data backfills: one partition per registered backfill.\n\n" + listing,
+        tags={"hrms/area": "backfills"},
+    )
+    def data_backfill_job() -> None:
+        run_backfill()
+
+    return data_backfill_job
+
+
+class FilterConfig(dg.Config):
+    column: str = Field(description="Column the filter tests.")
+    operator: str = Field(default="=", description="One of: " + ", ".join(OPERATORS) + ".")
+    value: Any = Field(default=None, description="A value (a list for `in`; none for is_null / is_not_null).")
+
+
+class FieldBackfillConfig(ThrottleConfig):
+    """The seed's `backfill_data --model --field --value --filter --batch-size --sleep --resume`."""
+
+    table: str = Field(description="HR table: employees_employee, hrms.employees_employee or employees.Employee.")
+    column: str = Field(description="Column to set.")
+    value: Any = Field(description="Value to set (null sets NULL); converted by PostgreSQL to the column's type.")
+    filter: Optional[FilterConfig] = Field(default=None, description="Only rows matching this condition.")
+    batch_size: int = Field(default=1000, description="Rows in the first batch.")
+    sleep_seconds: Optional[float] = Field(default=0.1, description="Pause between batches (seconds).")
+
+
+@dg.op(
+    description="Set one column of an HR table to one value where a structured filter matches, in keyset batches; "
+                "validated against the live schema before anything changes. Resumes from its checkpoint.",
+    out=dg.Out(dg.Nothing),
+    pool=settings.WRITER_POOL,
+    tags={"kind": "backfill"},
+)
+def run_field_backfill(context: dg.OpExecutionContext, config: FieldBackfillConfig, hrms_db: HrmsDatabase) -> dg.Output:
+    spec = FieldSpec(
+        table=config.table, column=config.column, value=config.value,
+        filter=FilterSpec(config.filter.column, config.filter.operator, config.filter.value) if config.filter else None,
+    )
+    backfill = Backfill(
+        name=spec.checkpoint_name(), table=normalize_table(spec.table), kind="field",
+        description=f"set {spec.column} on {spec.table}", defaults=Options(),
+        prepare=lambda conn: plan_field_backfill(conn, spec, name=spec.checkpoint_name()),
+    )
+    try:
+        options = config.options(Options(), config.batch_size)
+    except BackfillError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return _run(context, hrms_db, backfill, options, config)
+
+
+@dg.job(
+    description="Generic field backfill (table, column, value, filter) in resumable keyset batches.",
+    tags={"hrms/area": "backfills"},
+)
+def field_backfill() -> None:
+    run_field_backfill()
+
+
+data_backfill = build_data_backfill_job(registry)

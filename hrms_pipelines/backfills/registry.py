@@ -1,0 +1,227 @@
+"""The backfill registry: what can be backfilled, with its description and its safe defaults.
+
+A backfill is either
+- a Python function decorated with `registry.backfill(...)`: it names the table, the SQL predicate
+  of rows that still need the change, and gets each batch (its keys, inside the batch's
+  transaction) to change set-based, usually through `batch.update("col = expr")`; or
+- a declarative field backfill (`registry.field(...)`, see field.py): table, column, value and a
+  structured filter, checked against the live schema before it runs.
+
+Either way the engine (engine.py) owns the batching: keyset on the primary key, one short
+transaction per batch with its checkpoint, throttling, progress. A backfill only says *what* changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from hrms_pipelines import settings
+
+if TYPE_CHECKING:
+    from hrms_pipelines.backfills.field import FieldSpec
+
+
+class BackfillError(Exception):
+    """A problem the user has to act on; the message says which backfill and what to do."""
+
+
+class UnknownBackfill(BackfillError):
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a backfill runs. Each backfill has its own defaults (safe for a UI launch, which
+    cannot pass run config); run config overrides any of them for one run."""
+
+    batch_size: int = 1000
+    """Rows in the first batch; with `target_batch_ms` set it then adapts."""
+    sleep_seconds: float = 0.1
+    """Pause between batches, so other queries breathe."""
+    target_batch_ms: int | None = 200
+    """Adapt the batch size to keep each batch near this duration (None: fixed batch size)."""
+    min_batch_size: int = 10
+    max_batch_size: int = 50_000
+    statement_timeout: str = "5s"
+    """Per batch statement (SET LOCAL): a batch that runs long fails and is retried smaller."""
+    lock_timeout: str = "1s"
+    """Per batch: a batch that waits on a row lock this long is retried smaller."""
+    max_retries: int = 5
+    """Batches retried (each at half size) after a lock or statement timeout before failing."""
+    max_active_backends: int | None = 16
+    """Pause while more client backends than this are active in the database (None: off)."""
+    max_lock_wait_ms: int | None = 1000
+    """Pause while any session has waited longer than this for a lock (None: off)."""
+    busy_pause_seconds: float = 1.0
+    max_busy_wait_seconds: float = 600.0
+    """Fail (checkpoint kept) when the database stays busy this long."""
+    progress_every_seconds: float = 5.0
+    max_batches: int | None = None
+    """Stop after this many batches (the checkpoint keeps the place for the next launch)."""
+    lock_wait: str = "5s"
+    """How long to wait for another run of the same backfill to finish before failing."""
+
+    def override(self, **changes: Any) -> Options:
+        """These options with every change that is not None applied."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> None:
+        problems = []
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
+        if self.sleep_seconds < 0:
+            problems.append(f"sleep_seconds must be >= 0 (got {self.sleep_seconds})")
+        if self.target_batch_ms is not None and self.target_batch_ms < 1:
+            problems.append(f"target_batch_ms must be at least 1 (got {self.target_batch_ms})")
+        if not 1 <= self.min_batch_size <= self.max_batch_size:
+            problems.append(f"need 1 <= min_batch_size <= max_batch_size (got {self.min_batch_size}, {self.max_batch_size})")
+        if self.max_batches is not None and self.max_batches < 1:
+            problems.append(f"max_batches must be at least 1 (got {self.max_batches})")
+        if problems:
+            raise BackfillError("bad backfill options: " + "; ".join(problems))
+
+
+@dataclass
+class Batch:
+    """One batch: its keys (ascending) and the open transaction it runs in (as the import role)."""
+
+    conn: psycopg.Connection
+    plan: Plan
+    keys: list[int]
+
+    def update(self, assignments: str | sql.Composable, params: dict[str, Any] | None = None) -> int:
+        """`UPDATE <table> SET <assignments>` on this batch's rows that still need the change.
+
+        `assignments` is SQL written in code (never user input); values go in `params`
+        (psycopg `%(name)s` placeholders). Returns the number of rows changed.
+        """
+        if isinstance(assignments, str):
+            assignments = sql.SQL(assignments)  # type: ignore[arg-type]  # code, not input
+        query = sql.SQL("UPDATE {table} SET {assignments} WHERE {key} = ANY(%(_batch_keys)s) AND ({pending})").format(
+            table=self.plan.table_sql, assignments=assignments, key=sql.Identifier(self.plan.key),
+            pending=self.plan.pending_sql,
+        )
+        cursor = self.conn.execute(query, {**self.plan.bind, **(params or {}), "_batch_keys": self.keys})
+        return cursor.rowcount
+
+
+@dataclass
+class Plan:
+    """A backfill ready to run against one database: the table, the predicate, the change."""
+
+    name: str
+    table: str
+    apply: Callable[[Batch], int]
+    pending: sql.Composable | None = None
+    """Rows that still need the change; None: every row (only the checkpoint guards re-runs)."""
+    key: str = "id"
+    params: dict[str, Any] = field(default_factory=dict)
+    """What the checkpoint records about the change (shown in the UI)."""
+    bind: dict[str, Any] = field(default_factory=dict)
+    """Bound values the `pending` predicate refers to (`%(name)s`)."""
+
+    @property
+    def table_sql(self) -> sql.Composable:
+        return sql.Identifier(settings.HR_SCHEMA, self.table)
+
+    @property
+    def pending_sql(self) -> sql.Composable:
+        return self.pending if self.pending is not None else sql.SQL("true")
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{settings.HR_SCHEMA}.{self.table}"
+
+
+@dataclass(frozen=True)
+class Backfill:
+    name: str
+    description: str
+    table: str
+    defaults: Options
+    prepare: Callable[[psycopg.Connection], Plan]
+    """Build the plan against the live database (a field backfill validates its schema here)."""
+    kind: str = "python"
+
+
+def _check_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c == "_" for c in name) or not name[0].isalpha() or name != name.lower():
+        raise ValueError(f"backfill name {name!r}: use lower_snake_case (it becomes a partition key)")
+
+
+class BackfillRegistry:
+    def __init__(self) -> None:
+        self._backfills: dict[str, Backfill] = {}
+
+    def add(self, backfill: Backfill) -> Backfill:
+        _check_name(backfill.name)
+        if backfill.name in self._backfills:
+            raise ValueError(f"backfill {backfill.name!r} is registered twice")
+        self._backfills[backfill.name] = backfill
+        return backfill
+
+    def backfill(
+        self,
+        name: str,
+        *,
+        table: str,
+        description: str,
+        pending: str | None,
+        defaults: Options | None = None,
+        key: str = "id",
+    ) -> Callable[[Callable[[Batch], int]], Callable[[Batch], int]]:
+        """Register a Python backfill.
+
+        `table` is an HR table (schema hrms); `pending` is the SQL predicate of rows that still need
+        the change (the engine only ever hands those to the function, and counts them as "left");
+        None means every row, guarded only by the checkpoint. The function gets each `Batch` and
+        returns how many rows it changed.
+        """
+
+        def register(function: Callable[[Batch], int]) -> Callable[[Batch], int]:
+            predicate = sql.SQL(pending) if pending is not None else None  # type: ignore[arg-type]  # code, not input
+
+            def prepare(conn: psycopg.Connection) -> Plan:
+                return Plan(name=name, table=table, key=key, pending=predicate, apply=function,
+                            params={"table": f"{settings.HR_SCHEMA}.{table}", "pending": pending or "every row"})
+
+            self.add(Backfill(name=name, description=description, table=table,
+                              defaults=defaults or Options(), prepare=prepare, kind="python"))
+            return function
+
+        return register
+
+    def field(self, name: str, *, spec: FieldSpec, description: str, defaults: Options | None = None) -> Backfill:
+        """Register a declarative field backfill (validated against the live schema when it runs)."""
+        from hrms_pipelines.backfills import field as field_module
+
+        return self.add(Backfill(
+            name=name, description=description, table=spec.table, defaults=defaults or Options(),
+            prepare=lambda conn: field_module.plan_field_backfill(conn, spec, name=name), kind="field",
+        ))
+
+    def get(self, name: str) -> Backfill:
+        try:
+            return self._backfills[name]
+        except KeyError:
+            known = ", ".join(sorted(self._backfills)) or "none"
+            raise UnknownBackfill(f"unknown backfill {name!r}; registered backfills: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._backfills)
+
+    def __iter__(self) -> Iterator[Backfill]:
+        return iter(self._backfills[name] for name in self.names())
+
+    def __len__(self) -> int:
+        return len(self._backfills)
+
+
+# The registry of the code location; builtin.py fills it.
+registry = BackfillRegistry()

@@ -1,0 +1,1 @@
+ALTER TABLE hrms.payroll_payslipline DROP COLUMN line_total;
