@@ -1,0 +1,53 @@
+"""Every rule of the analyzer, one module each (modelled on sbdchd/squawk): its id, severity, why
+the statement is dangerous, the safe alternative from the large-table playbook, and a bad and a
+good example that the tests run."""
+
+from __future__ import annotations
+
+from hrms_pipelines.migrations.check.model import Rule
+from hrms_pipelines.migrations.check.rules import (
+    adding_field_with_default,
+    adding_not_nullable_field,
+    adding_required_field,
+    adding_serial_primary_key_field,
+    ban_concurrent_index_creation_in_transaction,
+    ban_drop_column,
+    ban_drop_database,
+    ban_drop_not_null,
+    ban_drop_table,
+    ban_truncate,
+    ban_update_or_delete_without_where,
+    ban_vacuum_full,
+    changing_column_type,
+    constraint_missing_not_valid,
+    disallowed_unique_constraint,
+    engine_rules,
+    renaming_column,
+    renaming_table,
+    require_concurrent_index_creation,
+    require_concurrent_index_deletion,
+    require_lock_timeout,
+    require_statement_timeout,
+    transaction_nesting,
+)
+
+STATEMENT_RULES: list[Rule] = [
+    module.RULE
+    for module in (
+        adding_required_field, ban_drop_column, renaming_column, ban_drop_table, renaming_table,
+        require_concurrent_index_creation, changing_column_type, ban_truncate, adding_field_with_default,
+        constraint_missing_not_valid, adding_not_nullable_field, disallowed_unique_constraint,
+        adding_serial_primary_key_field, require_concurrent_index_deletion,
+        ban_concurrent_index_creation_in_transaction, ban_vacuum_full, require_lock_timeout,
+        require_statement_timeout, ban_update_or_delete_without_where, transaction_nesting,
+        ban_drop_not_null, ban_drop_database,
+    )
+]
+ALL: dict[str, Rule] = {rule.id: rule for rule in (*STATEMENT_RULES, *engine_rules.RULES)}
+FILE_LEVEL = {engine_rules.IRREVERSIBLE_MIGRATION.id}
+
+BY_NODE_TYPE: dict[str, tuple[Rule, ...]] = {}
+for _rule in STATEMENT_RULES:
+    for _kind in _rule.node_types:
+        BY_NODE_TYPE[_kind] = (*BY_NODE_TYPE.get(_kind, ()), _rule)
+EVERY_STATEMENT: tuple[Rule, ...] = tuple(r for r in STATEMENT_RULES if not r.node_types)

@@ -1,0 +1,27 @@
+from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.rules._locking import takes_locks
+
+
+def check(stmt, state):
+    if state.lock_timeout or "lock_timeout" in state.reported or not takes_locks(stmt):
+        return
+    state.reported.add("lock_timeout")
+    yield Hit(stmt.start, "First lock-taking statement without one; reported once per file.")
+
+
+RULE = Rule(
+    id="require-lock-timeout",
+    severity=Severity.WARNING,
+    squawk="require-lock-timeout",
+    why="This statement runs with no lock_timeout: while it waits for its lock (behind any long "
+        "query), every later query on the table queues behind it, which is how a harmless migration "
+        "takes an application down.",
+    fix="Migrations under sql/migrations get the runner's lock_timeout (10s) already; a standalone script "
+        "starts with `SET lock_timeout = '10s';` -- and a migration must not turn it off (SET lock_timeout = 0, "
+        "RESET).",
+    bad="SET lock_timeout = 0;\nALTER TABLE hrms.org_team ADD COLUMN slack_channel text;\n",
+    good="ALTER TABLE hrms.org_team ADD COLUMN slack_channel text;\n",
+    node_types=(),
+    check=check,
+    in_down_files=True,
+)
