@@ -1,0 +1,100 @@
+"""The `restore_backup` job: put the tables of a backup back exactly, in one transaction.
+
+verify_backup_files -> restore_tables
+
+    ops:
+      verify_backup_files:
+        config: {backup_id: 20260301T020000Z-1a2b3c4d, dry_run: true}
+
+The first op checks the manifest and every file's sha256 (a tampered, partial or unknown backup
+fails here, naming the file, and nothing is touched); the second restores (see hrms_pipelines.backups).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from hrms_pipelines import backups, settings
+from hrms_pipelines.metadata import markdown_table
+from hrms_pipelines.resources import HrmsDatabase
+
+
+class RestoreBackupConfig(dg.Config):
+    backup_id: str
+    """The backup to restore (a folder name under the backup directory, e.g. 20260301T020000Z-1a2b3c4d)."""
+    dry_run: bool = False
+    """Verify, stage and compute what would change, then roll back: nothing is written anywhere."""
+    pre_restore_backup: bool = True
+    """Back up the current rows of the same tables first (inside the restore's own transaction)."""
+    backup_dir: str = ""
+    """Folder of the backups; default HRMS_BACKUP_DIR, else .hrms/backups."""
+    lock_timeout: str = backups.DEFAULT_LOCK_TIMEOUT
+    """How long to wait for the tables (writers in progress) before giving up."""
+    statement_timeout: str = ""
+    """Longest a single statement may run; empty: no limit."""
+
+
+@dataclass
+class VerifiedBackup:
+    settings: dict
+    backup_id: str
+
+
+def _root(config: dict) -> Path:
+    return Path(config["backup_dir"]) if config["backup_dir"] else settings.backup_dir()
+
+
+@dg.op(description="Load the backup's manifest and check every file's size and sha256; refuse tampered, partial or unknown backups.")
+def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupConfig) -> VerifiedBackup:
+    settings_ = config.model_dump()
+    try:
+        manifest = backups.load_manifest(config.backup_id, _root(settings_))
+        backups.verify_backup(manifest)
+    except backups.BackupError as exc:
+        raise dg.Failure(str(exc)) from exc
+    context.log.info(
+        f"backup {manifest.backup_id} ({manifest.label!r}, taken {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" by run {manifest.run_id or '-'}) verified: {len(manifest.tables)} table(s), {manifest.total_rows} rows"
+    )
+    context.add_output_metadata({**manifest.to_metadata(), "label": manifest.label, "created_at": manifest.created_at.isoformat()})
+    return VerifiedBackup(settings=settings_, backup_id=manifest.backup_id)
+
+
+@dg.op(
+    description="Restore the backup's tables exactly in one transaction: pre-restore backup, staging, "
+    "replace differing rows, exactness check, audit rows.",
+    pool=settings.WRITER_POOL,
+)
+def restore_tables(context: dg.OpExecutionContext, verified: VerifiedBackup, hrms_db: HrmsDatabase) -> None:
+    options = verified.settings
+    context.log.info(f"database {hrms_db.display_url()}")
+    with hrms_db.connection() as conn:
+        try:
+            result = backups.restore_backup(
+                conn, verified.backup_id, backup_root=_root(options), run_id=context.run_id,
+                pre_restore_backup=options["pre_restore_backup"], dry_run=options["dry_run"],
+                lock_timeout=options["lock_timeout"], statement_timeout=options["statement_timeout"] or None,
+                log=context.log.info,
+            )
+        except backups.BackupError as exc:
+            raise dg.Failure(str(exc)) from exc
+    rows = [[t.table, t.rows_before, t.rows_after, t.inserted, t.updated, t.deleted, t.unchanged] for t in result.tables]
+    context.log.info(
+        ("dry run, nothing written; a restore would do:\n" if result.dry_run else "restored:\n")
+        + markdown_table(["table", "rows before", "rows after", "inserted", "updated", "deleted", "unchanged"], rows)
+        + (f"\npre-restore backup: {result.pre_restore_backup_id}" if result.pre_restore_backup else "")
+    )
+    metadata = result.to_metadata()
+    if result.pre_restore_backup is not None:
+        metadata["pre_restore_backup_path"] = dg.MetadataValue.path(str(result.pre_restore_backup.directory))
+    context.add_output_metadata(metadata)
+
+
+@dg.job(
+    description="Restore a backup's tables exactly, after checking its checksums, in one transaction; "
+    "the current state is backed up first.",
+    tags={"hrms/kind": "restore"},
+)
+def restore_backup() -> None:
+    restore_tables(verify_backup_files())
