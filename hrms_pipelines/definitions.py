@@ -10,6 +10,7 @@ import dagster as dg
 from hrms_pipelines import settings
 from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
+from hrms_pipelines import restore as restore_jobs
 from hrms_pipelines.resources import HrmsDatabase
 
 
@@ -26,6 +27,7 @@ defs = dg.Definitions(
     jobs=[
         migration_jobs.apply_migrations,
         migration_jobs.revert_migrations,
+        restore_jobs.restore_backup,
         backfill_jobs.data_backfill,
         backfill_jobs.field_backfill,
     ],
