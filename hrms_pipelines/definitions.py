@@ -10,6 +10,7 @@ import dagster as dg
 from hrms_pipelines import settings
 from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
+from hrms_pipelines.migrations import check_job, sensors as migration_sensors
 from hrms_pipelines import restore as restore_jobs
 from hrms_pipelines.resources import HrmsDatabase
 
@@ -27,12 +28,15 @@ defs = dg.Definitions(
     jobs=[
         migration_jobs.apply_migrations,
         migration_jobs.revert_migrations,
+        check_job.check_migrations,
         restore_jobs.restore_backup,
         backfill_jobs.data_backfill,
         backfill_jobs.field_backfill,
     ],
     schedules=[],
-    sensors=[],
+    sensors=[
+        migration_sensors.migration_files_sensor,
+    ],
     resources={"hrms_db": hr_database()},
     # Every step of a run talks to the same database and most hold one transaction: one process
     # per run is faster (no per-step interpreter start) and keeps runs self-contained.

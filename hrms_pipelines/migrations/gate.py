@@ -1,23 +1,66 @@
 """The safety gate in front of `apply_migrations`: the analyzer's verdict on the pending files.
 
-Until the analyzer lands (hrms_pipelines.migrations.check) every migration passes.
+The pending migrations are analyzed with what the database knows: live table sizes
+(`pg_class.reltuples`, the larger of that and `sql/table_sizes.yaml`) and the ledger, so tables
+created by migrations applied in the same run count as new. A migration with a failing finding
+(DANGER; WARNING too when strict) is refused unless the finding is suppressed with a reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import dagster as dg
+
+from hrms_pipelines.migrations import files
+from hrms_pipelines.migrations.check import Options, Report, analyze_migrations
+from hrms_pipelines.migrations.check.sizes import TableSizes
+
 
 @dataclass
 class Verdict:
     refused: list[str] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
 
     def metadata(self) -> dict:
-        return {"refused": len(self.refused)}
+        counts = self.report.counts()
+        return {
+            "refused": len(self.refused),
+            "findings": len(self.report.findings),
+            "danger": counts["danger"],
+            "warning": counts["warning"],
+            "suppressed": counts["suppressed"],
+            "safety_findings": dg.MetadataValue.md(self.report.to_markdown()),
+        }
 
     def refusal_message(self) -> str:
-        return "refusing pending migrations with failing safety findings:\n" + "\n".join(self.refused)
+        lines = ["refusing pending migrations with failing safety findings:"]
+        for label in self.refused:
+            lines.append(f"  {label}")
+            for f in self.report.failing:
+                if f.migration == label:
+                    lines.append(f"    {f.path}:{f.line}:{f.column}: {f.severity.value} {f.rule}: {f.message}")
+                    lines.append(f"      fix: {f.fix}")
+        lines.append("Fix the migration, or suppress a finding that is safe here with "
+                     "`-- hrms:allow <rule-id> reason: <why>` on its statement.")
+        return "\n".join(lines)
 
 
-def check_pending(pending, *, strict: bool, database, log) -> Verdict:
-    return Verdict()
+def check_pending(pending: list[files.Migration], *, strict: bool, database, log) -> Verdict:
+    if not pending:
+        return Verdict()
+    root = pending[0].up.path.parent.parent
+    migrations = files.discover(root)
+    with database.connection(autocommit=True) as conn:
+        from hrms_pipelines.migrations import runner
+
+        sizes = TableSizes.load(conn=conn)
+        applied = set(runner.read_ledger(conn))
+    report = analyze_migrations(migrations, sizes=sizes, selected={m.key for m in pending}, applied=applied,
+                                options=Options(strict=strict))
+    if report.findings:
+        log.info("migration safety findings:\n" + report.to_text())
+    else:
+        log.info(f"migration safety: {len(pending)} pending migration(s), no findings")
+    refused = list(dict.fromkeys(f.migration for f in report.failing))
+    return Verdict(refused=refused, report=report)

@@ -158,16 +158,18 @@ def analyze_migrations(
                 path=result.path, line=1, column=1, rule=rule.id, severity=rule.severity,
                 message=f"{rule.why} Expected {expected.name}.", fix=rule.fix,
             ))
-        report.findings.extend(engine.finalize(result, file_findings=file_findings, report_unused=applied is None).findings)
-        report.files.append(result.path)
+        found = engine.finalize(result, file_findings=file_findings, report_unused=applied is None).findings
         if migration.down is not None:
             down_data = _read(migration.down.path)
             down = engine.analyze_text(_display(migration.down.path), down_data,
                                        mode=mode_of(down_data, standalone=options.standalone), sizes=sizes,
                                        catalog=catalog, new_tables=new_tables | result.created_tables,
                                        down=True, learn=False)
-            report.findings.extend(engine.finalize(down, report_unused=applied is None).findings)
-            report.files.append(down.path)
+            found += engine.finalize(down, report_unused=applied is None).findings
+        for finding in found:
+            finding.migration = migration.label
+        report.findings.extend(found)
+        report.files += [result.path] + ([down.path] if migration.down is not None else [])
     return report
 
 

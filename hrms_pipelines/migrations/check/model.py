@@ -53,6 +53,7 @@ class Finding:
     fix: str
     statement: str = ""
     suppressed: str | None = None  # the reason, when an `-- hrms:allow` comment suppresses it
+    migration: str = ""  # label of the migration the file belongs to ("payroll/0002_name"), if any
     offset: int | None = field(default=None, repr=False, compare=False)  # byte offset; None: the whole file
 
     def fails(self, strict: bool) -> bool:
@@ -62,7 +63,7 @@ class Finding:
         return {
             "path": self.path, "line": self.line, "column": self.column, "rule": self.rule,
             "severity": self.severity.value, "message": self.message, "fix": self.fix,
-            "statement": self.statement, "suppressed": self.suppressed,
+            "statement": self.statement, "suppressed": self.suppressed, "migration": self.migration,
         }
 
 

@@ -1,0 +1,70 @@
+"""`check_migrations`: the migration safety analyzer as a Dagster job (CI runs it with
+`dagster job execute -m hrms_pipelines -j check_migrations`; the migration files sensor requests it
+for new and changed files).
+
+    ops:
+      check_migration_files:
+        config: {paths: [sql/migrations/payroll/0004_x.up.sql], strict: true, app: payroll, json: false}
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from hrms_pipelines.migrations.check import Options, UsageError, analyze_paths
+from hrms_pipelines.migrations.check.sizes import SizesError
+from hrms_pipelines.resources import HrmsDatabase
+
+
+class CheckMigrationsConfig(dg.Config):
+    paths: list[str] = []
+    """Migration files or folders to check; empty: every migration."""
+    strict: bool = False
+    """Fail on WARNING findings too, not only DANGER."""
+    app: str | None = None
+    """Only this app's migrations."""
+    json_output: bool = Field(default=False, alias="json")
+    """`json` in run config: also write the findings to the log and metadata as JSON (the CLI's --json)."""
+    standalone: bool = False
+    """Judge every file as a script run on its own (no runner transaction or timeouts)."""
+    migrations_dir: str = ""
+    """The migrations folder; default sql/migrations (or HRMS_MIGRATIONS_DIR)."""
+    live_sizes: bool = False
+    """Read live table sizes and the applied-migration ledger from the HR database."""
+
+
+@dg.op(description="Run the migration safety analyzer; fail on DANGER findings (WARNING too when strict).")
+def check_migration_files(context: dg.OpExecutionContext, config: CheckMigrationsConfig, hrms_db: HrmsDatabase) -> None:
+    from pathlib import Path
+
+    options = Options(strict=config.strict, app=config.app, standalone=config.standalone)
+    migrations_dir = Path(config.migrations_dir) if config.migrations_dir else None
+    try:
+        if config.live_sizes:
+            with hrms_db.connection(autocommit=True) as conn:
+                report = analyze_paths(config.paths, migrations_dir=migrations_dir, options=options, conn=conn)
+        else:
+            report = analyze_paths(config.paths, migrations_dir=migrations_dir, options=options)
+    except (UsageError, SizesError) as exc:
+        raise dg.Failure(f"cannot check migrations: {exc}") from exc
+    context.log.info(report.to_text())
+    if config.json_output:
+        context.log.info(report.to_json())
+    counts = report.counts()
+    metadata = {
+        **counts,
+        "strict": config.strict,
+        "findings": dg.MetadataValue.md(report.to_markdown()),
+        "checked_files": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in report.files) or "none"),
+    }
+    if config.json_output:
+        metadata["findings_json"] = dg.MetadataValue.json([f.as_dict() for f in report.findings])
+    context.add_output_metadata(metadata)
+    if report.failing:
+        lines = [f"{f.path}:{f.line}:{f.column}: {f.severity.value} {f.rule}: {f.message}" for f in report.failing]
+        raise dg.Failure(description=report.summary() + "\n" + "\n".join(lines), metadata=metadata)
+
+
+@dg.job(description="Migration safety analysis of the migration files (all, or the given paths).",
+        tags={"hrms/kind": "migration-check"})
+def check_migrations() -> None:
+    check_migration_files()
