@@ -1,7 +1,7 @@
-"""Batched, resumable data backfills: registry, engine, the generic field backfill, and the
-`data_backfill` / `field_backfill` jobs. Importing the package registers the built-in backfills."""
+"""Batched, resumable data backfills: registry.py (what can be backfilled), engine.py (keyset
+batches, checkpoint, throttle, progress), field.py (the generic field backfill), builtin.py (the
+registered backfills), jobs.py (`data_backfill`, `field_backfill`).
+
+Importing the package registers the built-in backfills on `registry.registry`."""
 
 from hrms_pipelines.backfills import builtin as _builtin  # noqa: F401  (registers the built-ins)
-from hrms_pipelines.backfills.registry import BackfillRegistry, Batch, Options, registry
-
-__all__ = ["BackfillRegistry", "Batch", "Options", "registry"]

@@ -304,16 +304,16 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
 def _wait_while_busy(conn: psycopg.Connection, options: Options, name: str, log: Log) -> float:
     """Sleep while the database is busy; returns seconds paused. Fails after max_busy_wait_seconds."""
     started = time.monotonic()
-    last_log = 0.0
+    last_log: float | None = None
     while (reason := busy_reason(conn, options)) is not None:
         waited = time.monotonic() - started
+        if last_log is None or waited - last_log >= options.progress_every_seconds:
+            last_log = waited
+            log.info(f"backfill {name}: paused, database busy: {reason}")
         if waited >= options.max_busy_wait_seconds:
             raise BackfillError(
                 f"backfill {name}: the database stayed busy for {waited:.0f}s ({reason}); stopped, the checkpoint "
                 "keeps the place: launch it again later")
-        if waited == 0 or waited - last_log >= options.progress_every_seconds:
-            last_log = waited
-            log.info(f"backfill {name}: paused, database busy: {reason}")
         time.sleep(options.busy_pause_seconds)
     return time.monotonic() - started
 
