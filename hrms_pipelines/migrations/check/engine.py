@@ -250,7 +250,8 @@ def _apply_effects(stmt: Statement, state: FileState, catalog: Catalog, mode: st
                 column = con.get("contype") == "CONSTR_CHECK" and _sql.is_not_null_check(con.get("raw_expr"))
                 if con.get("skip_validation"):
                     if name:
-                        state.not_valid_in_transaction.add((table, name))
+                        if state.in_transaction:  # outside one, the statement commits by itself
+                            state.not_valid_in_transaction.add((table, name))
                         if column:
                             state.pending_not_null[(table, name)] = column
                 elif column:

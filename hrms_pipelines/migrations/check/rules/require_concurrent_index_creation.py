@@ -8,7 +8,7 @@ def check(stmt, state):
         return
     relation = node.get("relation", {})
     table = _sql.relation(relation)
-    if not relation.get("inh", True):
+    if not relation.get("inh"):  # pglast leaves out false fields
         return  # CREATE INDEX ON ONLY a partitioned parent: no build, nothing locked for long
     if tier := state.tier(table):
         detail = f"On {state.size_note(table)}."
