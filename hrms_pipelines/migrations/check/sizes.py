@@ -89,7 +89,7 @@ class TableSizes:
 
     def is_large(self, table: str) -> bool:
         rows = self.rows(table)
-        return rows is not None and rows >= self.threshold
+        return (rows or 0) >= self.threshold
 
     @classmethod
     def load(cls, *, reference: Path | None = None, conn=None, threshold: int | None = None) -> TableSizes:
