@@ -1,0 +1,169 @@
+"""The import as software-defined assets, in one chain:
+
+    backup_ladders -> import_ladders -> backup_org -> import_org -> backup_users -> import_users
+                   -> backup_history -> import_history
+
+A backup asset exports the tables its stage writes (hrms_pipelines.backups) before the stage runs;
+an import asset runs its stage as one transaction as the import role (hrms_pipelines.imports.stage).
+
+Dry run: the first asset of the run that executes runs every selected stage in ONE transaction and
+rolls it back, reports what each stage would have inserted, updated, left unchanged, skipped and
+rejected (logs and asset observations), and yields no output. Every later asset of the run is then
+skipped: no backup is written and no materialization is recorded.
+"""
+
+
+import dagster as dg
+
+from hrms_pipelines import backups, settings
+from hrms_pipelines.imports import history, ladders, org, records, summaries, users
+from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
+from hrms_pipelines.imports.reader import ImportFileError, inspect_file
+from hrms_pipelines.imports.stage import Stage, StageFailed, StageLog, dry_run, run
+from hrms_pipelines.metadata import markdown_table
+from hrms_pipelines.resources import HrmsDatabase
+
+GROUP = "hrms_import"
+OWNERS = ["team:hr-data"]
+STAGES: tuple[Stage, ...] = (ladders.STAGE, org.STAGE, users.STAGE, history.STAGE)
+DESCRIPTIONS = {
+    "ladders": "Career ladders, their aspects and levels (pay bands) from the ladders file.",
+    "org": "Organizations, departments, tribes, chapters and teams from the organisation files.",
+    "users": "Employees with their team, chapter, manager, ladder and level from the users file.",
+    "history": "Timeline events with compensation and seniority snapshots from the history file.",
+}
+
+
+def import_key(stage: Stage) -> dg.AssetKey:
+    return dg.AssetKey(f"import_{stage.name}")
+
+
+def backup_key(stage: Stage) -> dg.AssetKey:
+    return dg.AssetKey(f"backup_{stage.name}")
+
+
+def _log(context, options: ImportOptions, stage: str) -> StageLog:
+    return StageLog(context.log, options.log_file, stage)
+
+
+def _selected_stages(context, from_stage: Stage) -> list[Stage]:
+    selection = context.run.asset_selection
+    start = STAGES.index(from_stage)
+    return [s for s in STAGES[start:] if not selection or import_key(s) in selection]
+
+
+def _dry_run(context, hrms_db: HrmsDatabase, options: ImportOptions, from_stage: Stage) -> None:
+    stages = _selected_stages(context, from_stage)
+    context.log.info(f"dry run of {', '.join(s.name for s in stages)}: one transaction, rolled back at the end; "
+                     "no backup, no materialization")
+    results = dry_run(hrms_db, stages, options, run_id=context.run.run_id, log_for=lambda name: _log(context, options, name))
+    rows = []
+    for result in results:
+        c = result.counts
+        rows.append([result.stage, "fails" if result.message else ("unchanged" if result.unchanged else "ok"), c["rows_read"],
+                     c["inserted"], c["updated"], c["unchanged"], c["skipped"], result.rejects.count if result.rejects else 0])
+        metadata = {"dry_run": True, **summaries.stage_metadata(result), **summaries.rejects_metadata(result.rejects)}
+        if result.message:
+            metadata["failure"] = dg.MetadataValue.text(result.message)
+        context.log_event(dg.AssetObservation(asset_key=import_key(next(s for s in STAGES if s.name == result.stage)),
+                                              metadata=metadata))
+    context.log.info("dry run report (nothing was written):\n" + markdown_table(
+        ["stage", "outcome", "rows", "would insert", "would update", "unchanged", "skipped", "rejected"], rows))
+
+
+def _all_unchanged(hrms_db: HrmsDatabase, stage: Stage, options: ImportOptions) -> list[int] | None:
+    """Import record ids when every file of the stage was already imported as it is now."""
+    infos = [inspect_file(p) for p in stage.files(options)]
+    if not infos:
+        return []
+    with hrms_db.connection() as conn:
+        found = [records.previous_success(conn, stage.name, info, stage.record_options(options)) for info in infos]
+    return found if all(found) else None
+
+
+def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
+    @dg.asset(
+        name=backup_key(stage).path[-1],
+        deps=[upstream] if upstream else [],
+        group_name=GROUP,
+        kinds={"postgres", "csv"},
+        owners=OWNERS,
+        pool=settings.WRITER_POOL,
+        output_required=False,
+        description=f"Backup (COPY, gzip, manifest with sha256) of the tables the {stage.name} stage writes: "
+                    f"{', '.join(stage.tables)}.",
+    )
+    def backup_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
+        options = hrms_import_options
+        if options.dry_run:
+            _dry_run(context, hrms_db, options, stage)
+            return
+        if not options.backup:
+            context.log.warning(f"backup of the {stage.name} stage disabled by run config (backup: false)")
+            yield dg.MaterializeResult(metadata={"backup": "disabled by run config"})
+            return
+        try:
+            unchanged = _all_unchanged(hrms_db, stage, options)
+        except ImportFileError as exc:
+            raise dg.Failure(str(exc)) from exc
+        if unchanged is not None:
+            reason = ("no file configured" if not unchanged else
+                      f"every file is unchanged since import record(s) {', '.join(f'#{i}' for i in unchanged)}: the stage will write nothing")
+            context.log.info(f"no backup needed: {reason}")
+            yield dg.MaterializeResult(metadata={"backup": f"not needed: {reason}"})
+            return
+        with hrms_db.connection() as conn:
+            manifest = backups.take_backup(conn, stage.tables, label=f"import_{stage.name}", run_id=context.run.run_id,
+                                           backup_root=options.backup_root())
+        context.log.info(f"backup {manifest.backup_id}: {manifest.total_rows} rows of {len(manifest.tables)} tables in {manifest.directory}")
+        yield dg.MaterializeResult(metadata=manifest.to_metadata())
+
+    return backup_asset
+
+
+def make_import_asset(stage: Stage):
+    @dg.asset(
+        name=import_key(stage).path[-1],
+        deps=[backup_key(stage)],
+        group_name=GROUP,
+        kinds={"postgres", "csv"},
+        owners=OWNERS,
+        pool=settings.WRITER_POOL,
+        output_required=False,
+        description=DESCRIPTIONS[stage.name] + " One transaction as the import role; never deletes.",
+    )
+    def import_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
+        options = hrms_import_options
+        if options.dry_run:
+            _dry_run(context, hrms_db, options, stage)
+            return
+        log = _log(context, options, stage.name)
+        try:
+            result = run(hrms_db, stage, options, run_id=context.run.run_id, log=log)
+        except ImportFileError as exc:
+            log.error(str(exc))
+            raise dg.Failure(description=str(exc), metadata=summaries.rejects_metadata(exc.rejects)) from None
+        except StageFailed as exc:
+            log.error(str(exc))
+            raise dg.Failure(description=str(exc)) from None
+        if not result.files:
+            log.info("no file configured for this stage; nothing imported")
+        with hrms_db.connection() as conn:
+            counts = summaries.database_counts(conn)
+        yield dg.MaterializeResult(metadata=summaries.stage_metadata(result, counts))
+
+    return import_asset
+
+
+def build_assets() -> list:
+    built = []
+    upstream = None
+    for stage in STAGES:
+        built.append(make_backup_asset(stage, upstream))
+        built.append(make_import_asset(stage))
+        upstream = import_key(stage)
+    return built
+
+
+import_assets = build_assets()
+backup_ladders, import_ladders, backup_org, import_org, backup_users, import_users, backup_history, import_history = import_assets

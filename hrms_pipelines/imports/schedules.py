@@ -1,0 +1,60 @@
+"""The nightly import: `hrms_import` at 02:00 in the deployment's time zone (HRMS_IMPORT_CRON,
+HRMS_IMPORT_TIMEZONE), skipped with a reason when no file of the import directory changed since
+its last successful import (sha256 against hrms.imports_importrecord)."""
+
+
+import hashlib
+
+import dagster as dg
+
+from hrms_pipelines.imports import records
+from hrms_pipelines.imports.jobs import hrms_import
+from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions, schedule_cron, schedule_timezone
+from hrms_pipelines.imports.reader import ImportFileError, inspect_file
+from hrms_pipelines.resources import HrmsDatabase
+
+# The sample's organisation files name leaders before the users file creates them.
+NIGHTLY_OPTIONS = {"create_users": True}
+
+
+def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[str], list[str]]:
+    """(changed or new files, unchanged files) of the import directory."""
+    names = [n for n in [options.ladders_file, *options.org_files, options.users_file, options.history_file] if n]
+    with hrms_db.connection() as conn:
+        last = records.last_success_by_file(conn)
+    changed, unchanged = [], []
+    for name in names:
+        path = options.file(name)
+        if not path.exists():
+            continue
+        sha = inspect_file(path).sha256
+        (unchanged if last.get(name, ("", 0))[0] == sha else changed).append(f"{name}:{sha[:12]}")
+    return changed, unchanged
+
+
+@dg.schedule(
+    name="hrms_import_nightly",
+    job=hrms_import,
+    cron_schedule=schedule_cron(),
+    execution_timezone=schedule_timezone(),
+    description="Nightly import of the files in the import directory; skips when none changed.",
+)
+def hrms_import_nightly(context: dg.ScheduleEvaluationContext, hrms_db: HrmsDatabase):
+    options = ImportOptions(**NIGHTLY_OPTIONS)
+    directory = options.directory()
+    if not directory.is_dir():
+        return dg.SkipReason(f"import directory {directory} does not exist")
+    try:
+        changed, unchanged = changed_files(hrms_db, options)
+    except ImportFileError as exc:
+        changed, unchanged = [str(exc)], []
+    if not changed and not unchanged:
+        return dg.SkipReason(f"no import file in {directory}")
+    if not changed:
+        return dg.SkipReason(f"no file in {directory} changed since the last successful import ({', '.join(unchanged)})")
+    run_key = hashlib.sha256("|".join(sorted(changed + unchanged)).encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        run_key=run_key,
+        run_config={"resources": {RESOURCE_KEY: {"config": NIGHTLY_OPTIONS}}},
+        tags={"hrms/changed_files": ", ".join(changed)[:200]},
+    )

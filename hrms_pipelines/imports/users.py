@@ -1,0 +1,148 @@
+"""Stage 3, users: the employee records, keyed by email (trimmed and lower-cased before compare).
+
+- New emails are inserted; their managers (by email: an existing employee or another row of the
+  file) are set once every new row exists, so the order of rows does not matter.
+- Existing employees are updated only with `force_update`, and only where values really differ
+  (each updated row leaves an audit-log entry with before/after values and the run id).
+- Placeholder employees, created by the organisation stage with `create_users` for leaders it did not
+  know, are completed by the first users file that contains their email, without `force_update`:
+  the row is filled in and stops being a placeholder.
+- A blank cell never erases a stored value.
+- Rejected rows: duplicate emails or employee numbers, unknown teams, chapters, ladders, levels or
+  managers, a user who is their own manager, and management cycles (found set-based with a
+  recursive CTE over the managers the import would leave in place).
+"""
+
+from __future__ import annotations
+
+from hrms_pipelines.imports import formats, reader, schemas
+from hrms_pipelines.imports.options import ImportOptions
+from hrms_pipelines.imports.stage import Merge, Stage, StageContext, merge, sql_rejects, temp_table, zero
+from hrms_pipelines.imports.staging import cell, duplicates, email
+
+NAME = "users"
+TABLES = ("hrms.employees_employee", "hrms.imports_importrecord")
+COLUMNS = ("employee_number", "first_name", "last_name", "job_title", "status", "hire_date", "termination_date",
+           "tenure_years", "department_code", "team_id", "chapter_id", "ladder_id", "level_number")
+
+
+def files(options: ImportOptions):
+    return [options.file(options.users_file)] if options.users_file else []
+
+
+def record_options(options: ImportOptions) -> dict:
+    return {"force_update": options.force_update}
+
+
+def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
+    info = infos[0]
+    conn = ctx.conn
+    reader.check_columns(info, ("email", "first_name", "last_name"), formats.USERS_COLUMNS, ctx.log.warning)
+    rows = reader.load_file(conn, info, "stg_users", schemas.UsersFile, ctx.rejects, chunk_rows=ctx.options.chunk_rows)
+    ctx.log.info(f"{info.name}: {rows} rows staged")
+    ctx.fail_if_rejected(f"{info.name} cannot be imported")
+    c = lambda name: cell(info, name)  # noqa: E731
+    temp_table(conn, "u", f"""
+        SELECT s.row_number, {email(info, 'email')} AS email, {c('employee_number')} AS employee_number,
+               {c('first_name')} AS first_name, {c('last_name')} AS last_name, {c('job_title')} AS job_title,
+               lower({c('status')}) AS status, {c('hire_date')}::date AS hire_date,
+               {c('termination_date')}::date AS termination_date, {c('tenure_years')}::numeric(5,2) AS tenure_years,
+               {c('department_code')} AS department_code, {c('team_code')} AS team_code, {c('chapter_code')} AS chapter_code,
+               {email(info, 'manager_email')} AS manager_email, {c('ladder_code')} AS ladder_code,
+               {c('level_number')}::smallint AS level_number,
+               t.id AS team_id, ch.id AS chapter_id, l.id AS ladder_id, e.id AS existing_id,
+               coalesce(e.is_placeholder, false) AS placeholder
+        FROM stg_users s
+        LEFT JOIN hrms.org_team t ON t.code = {c('team_code')}
+        LEFT JOIN hrms.org_chapter ch ON ch.code = {c('chapter_code')}
+        LEFT JOIN hrms.ladders_ladder l ON l.code = {c('ladder_code')}
+        LEFT JOIN hrms.employees_employee e ON e.email = {email(info, 'email')}""")
+    conn.execute("CREATE INDEX ON u (email)")
+    conn.execute("ANALYZE u")
+    f = info.name
+    sql_rejects(ctx, f, duplicates("u", "email", "email"))
+    sql_rejects(ctx, f, duplicates("u", "employee_number", "employee_number", "employee_number IS NOT NULL"))
+    sql_rejects(ctx, f, """
+        SELECT u.row_number, 'employee_number', u.employee_number, 'employee number already belongs to ' || e.email
+        FROM u JOIN hrms.employees_employee e ON e.employee_number = u.employee_number AND e.email <> u.email
+        ORDER BY u.row_number""")
+    for column, resolved, label in (("team_code", "team_id", "team"), ("chapter_code", "chapter_id", "chapter"),
+                                    ("ladder_code", "ladder_id", "ladder")):
+        sql_rejects(ctx, f, f"SELECT row_number, '{column}', {column}, 'unknown {label}' FROM u "
+                            f"WHERE {column} IS NOT NULL AND {resolved} IS NULL ORDER BY row_number")
+    sql_rejects(ctx, f, """
+        SELECT u.row_number, 'level_number', u.level_number::text, 'unknown level of ladder ' || u.ladder_code
+        FROM u WHERE u.ladder_id IS NOT NULL AND u.level_number IS NOT NULL AND NOT EXISTS (
+            SELECT FROM hrms.ladders_level v WHERE v.ladder_id = u.ladder_id AND v.level_number = u.level_number)
+        ORDER BY u.row_number""")
+    sql_rejects(ctx, f, "SELECT row_number, 'manager_email', manager_email, 'a user cannot be their own manager' "
+                        "FROM u WHERE manager_email = email ORDER BY row_number")
+    sql_rejects(ctx, f, """
+        SELECT u.row_number, 'manager_email', u.manager_email, 'unknown manager (no employee and no row of this file has this email)'
+        FROM u WHERE u.manager_email IS NOT NULL AND u.manager_email <> u.email
+          AND NOT EXISTS (SELECT FROM u m WHERE m.email = u.manager_email)
+          AND NOT EXISTS (SELECT FROM hrms.employees_employee e WHERE e.email = u.manager_email)
+        ORDER BY u.row_number""")
+    ctx.fail_if_rejected(f"{f} cannot be imported")
+
+    force = ctx.options.force_update
+    # The rows whose values this import applies: new users, placeholders, and everyone with force_update.
+    conn.execute(f"ALTER TABLE u ADD COLUMN applies boolean")
+    conn.execute("UPDATE u SET applies = existing_id IS NULL OR placeholder OR %s", [force])
+    sql_rejects(ctx, f, """
+        WITH RECURSIVE edges AS (
+            SELECT email, manager_email AS manager FROM u WHERE applies AND manager_email IS NOT NULL
+            UNION ALL
+            SELECT e.email, m.email FROM hrms.employees_employee e JOIN hrms.employees_employee m ON m.id = e.manager_id
+            WHERE NOT EXISTS (SELECT FROM u WHERE u.email = e.email AND u.applies AND u.manager_email IS NOT NULL)
+        ), walk (start, current, path) AS (
+            SELECT e.email, e.manager, ARRAY[e.email] FROM edges e JOIN u ON u.email = e.email AND u.applies
+            UNION ALL
+            SELECT w.start, e.manager, w.path || w.current FROM walk w JOIN edges e ON e.email = w.current
+            WHERE NOT w.current = ANY (w.path)
+        )
+        SELECT u.row_number, 'manager_email', u.manager_email,
+               'management cycle: ' || array_to_string(w.path || w.start, ' -> ')
+        FROM walk w JOIN u ON u.email = w.start WHERE w.current = w.start ORDER BY u.row_number""")
+    ctx.fail_if_rejected(f"{f} cannot be imported")
+
+    record = str(ctx.record_ids[f])
+    new_cols = ("email",) + COLUMNS
+    inserted = conn.execute(f"""
+        INSERT INTO hrms.employees_employee ({', '.join(new_cols)}, import_record_id)
+        SELECT {', '.join('coalesce(status, %s)' if col == 'status' else col for col in new_cols)}, {record}
+        FROM u WHERE existing_id IS NULL ON CONFLICT (email) DO NOTHING""", ["active"]).rowcount
+    conn.execute("""
+        UPDATE hrms.employees_employee e SET manager_id = m.id
+        FROM u JOIN hrms.employees_employee m ON m.email = u.manager_email
+        WHERE u.existing_id IS NULL AND e.email = u.email""")
+    temp_table(conn, "src_users", f"""
+        SELECT u.row_number, u.email, {', '.join('u.' + col for col in COLUMNS)}, m.id AS manager_id,
+               false AS is_placeholder
+        FROM u LEFT JOIN hrms.employees_employee m ON m.email = u.manager_email
+        WHERE u.existing_id IS NOT NULL AND u.applies""")
+    columns = COLUMNS + ("manager_id", "is_placeholder")
+    counts = merge(ctx, Merge("hrms.employees_employee", ("email",), columns, "src_users", "users"),
+                   update=True, record_id_sql=record)
+    skipped = 0
+    if not force:
+        differs = (f"({', '.join('e.' + col for col in COLUMNS)}, e.manager_id) IS DISTINCT FROM "
+                   f"({', '.join(f'coalesce(u.{col}, e.{col})' for col in COLUMNS)}, coalesce(m.id, e.manager_id))")
+        skipped = conn.execute(f"""
+            SELECT count(*) FROM u JOIN hrms.employees_employee e ON e.id = u.existing_id
+            LEFT JOIN hrms.employees_employee m ON m.email = u.manager_email
+            WHERE NOT u.applies AND {differs}""").fetchone()[0]
+        if skipped:
+            ctx.log.info(f"{f}: {skipped} existing user(s) differ from the file and were left as they are (force_update is off)")
+    totals = zero()
+    totals.update(rows_read=rows, inserted=inserted, updated=counts["updated"], skipped=skipped,
+                  unchanged=rows - inserted - counts["updated"] - skipped)
+    completed = conn.execute("SELECT count(*) FROM u WHERE placeholder").fetchone()[0]
+    ctx.result.entities["users"] = {k: totals[k] for k in ("inserted", "updated", "unchanged", "skipped")}
+    if completed:
+        ctx.result.entities["users"]["placeholders completed"] = completed
+        ctx.log.info(f"{f}: completed {completed} placeholder user(s) created by the organisation stage")
+    ctx.file_result(f).counts = totals
+
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply)

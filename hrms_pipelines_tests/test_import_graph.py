@@ -1,0 +1,98 @@
+"""The whole import graph on the sample company, through Dagster: materialize, checks, re-import,
+dry run, the nightly schedule, and `dagster job execute` in a subprocess."""
+
+import hashlib
+import subprocess
+
+import dagster as dg
+import psycopg
+import pytest
+
+from hrms_pipelines.imports import assets, checks, options as import_options, schedules
+from hrms_pipelines.imports.jobs import hrms_import
+from hrms_pipelines.imports.options import ImportOptions
+from hrms_pipelines import settings
+
+SAMPLE = settings.PROJECT_ROOT / "seeds" / "sample"
+TABLES = [
+    "ladders_ladder", "ladders_aspect", "ladders_level", "org_organization", "org_department", "org_tribe",
+    "org_chapter", "org_team", "employees_employee", "history_timelineevent", "history_compensationsnapshot",
+    "history_senioritysnapshot", "imports_importrecord", "core_auditlog",
+]
+
+
+def checksums(url: str) -> dict[str, str]:
+    """md5 of every imported table's full contents, ordered: equal means unchanged."""
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM hrms.{t} x").fetchone()[0]
+                for t in TABLES}
+
+
+def materialize(hrms_db, tmp_path, **config):
+    opts = {"import_dir": str(SAMPLE), "create_users": True, "backup_dir": str(tmp_path / "backups"), **config}
+    return dg.materialize(
+        [*assets.import_assets, *checks.import_checks],
+        resources={"hrms_db": hrms_db, import_options.RESOURCE_KEY: ImportOptions(**opts)},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def counts(url):
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM hrms.{t}").fetchone()[0] for t in
+                ("employees_employee", "org_team", "org_tribe", "org_chapter", "history_timelineevent",
+                 "history_compensationsnapshot", "history_senioritysnapshot", "ladders_level")}
+
+
+def test_sample_imports_whole_and_reimport_changes_nothing(hrms_db, database_url, tmp_path):
+    result = materialize(hrms_db, tmp_path)
+    assert result.success
+    assert counts(database_url) == {
+        "employees_employee": 200, "org_team": 10, "org_tribe": 4, "org_chapter": 5, "history_timelineevent": 2000,
+        "history_compensationsnapshot": counts(database_url)["history_compensationsnapshot"],
+        "history_senioritysnapshot": counts(database_url)["history_senioritysnapshot"], "ladders_level": 16,
+    }
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert materialized == {"backup_ladders", "import_ladders", "backup_org", "import_org",
+                            "backup_users", "import_users", "backup_history", "import_history"}
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == set(checks.CHECK_NAMES)
+    assert evaluations["duplicate_emails"].passed and evaluations["events_without_users"].passed
+    history = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "import_history")
+    metadata = history.materialization.metadata
+    assert metadata["inserted"].value == 2000 and metadata["count_timeline_events"].value == 2000
+    assert metadata["count_users"].value == 200
+    with psycopg.connect(database_url) as conn:
+        placeholders = conn.execute("SELECT count(*) FROM hrms.employees_employee WHERE is_placeholder").fetchone()[0]
+        summary = conn.execute(
+            "SELECT summary FROM hrms.history_timelineevent WHERE event_type = 'promotion' ORDER BY id LIMIT 1").fetchone()[0]
+        untagged = conn.execute("SELECT count(*) FROM hrms.history_timelineevent WHERE import_record_id IS NULL").fetchone()[0]
+        backups_made = sorted(p.name for p in (tmp_path / "backups").iterdir())
+    assert placeholders == 0, "the users stage completes the leaders the org stage created"
+    assert summary.startswith("Promoted to L2 ") and ", pay band P2, salary GHS " in summary and "(+" in summary
+    assert untagged == 0
+    assert len(backups_made) == 4
+
+    before = checksums(database_url)
+    again = materialize(hrms_db, tmp_path)
+    assert again.success
+    assert checksums(database_url) == before
+    outcomes = {e.asset_key.path[-1]: e.materialization.metadata.get("outcome") for e in again.get_asset_materialization_events()
+                if e.asset_key.path[-1].startswith("import_")}
+    assert {k: v.value for k, v in outcomes.items()} == dict.fromkeys(
+        ["import_ladders", "import_org", "import_users", "import_history"], "unchanged")
+    assert len(list((tmp_path / "backups").iterdir())) == 4, "an unchanged import needs no backup"
+
+
+def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url, tmp_path):
+    before = checksums(database_url)
+    result = materialize(hrms_db, tmp_path, dry_run=True)
+    assert result.success
+    assert checksums(database_url) == before
+    assert result.get_asset_materialization_events() == []
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+    observations = {e.asset_key.path[-1]: e.event_specific_data.asset_observation.metadata
+                    for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+    assert observations["import_history"]["inserted"].value == 2000
+    assert observations["import_users"]["inserted"].value == 200
