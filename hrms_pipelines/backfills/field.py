@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from hrms_pipelines import settings
-from hrms_pipelines.backfills.registry import BackfillError, Batch, Plan
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 
 # The HR tables a field backfill may change. Left out on purpose: core_* (audit log, backfill
 # checkpoints, roles, permissions, login accounts) and imports_importrecord (the import ledger).
@@ -166,16 +166,16 @@ def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str) ->
             {"fb_filter": _as_parameter(spec.value)})
 
 
-def _describe_database_error(exc: psycopg.Error, spec: FieldSpec, table: str, columns: dict[str, ColumnInfo]) -> str:
+def _describe_database_error(exc: psycopg.Error, spec: FieldSpec, table: str, columns: dict[str, ColumnInfo],
+                             stage: str) -> str:
     where = f"field backfill of {settings.HR_SCHEMA}.{table}.{spec.column}"
     message = exc.diag.message_primary or str(exc)
-    if isinstance(exc, psycopg.errors.DataError):
-        column = columns[spec.column]
-        parts = [f"{where}: value {spec.value!r} for column {spec.column} ({column.type})"]
-        if spec.filter is not None and spec.filter.column in columns:
-            parts.append(f"or filter value {spec.filter.value!r} for column {spec.filter.column} "
-                         f"({columns[spec.filter.column].type})")
-        return " ".join(parts) + f" was refused by PostgreSQL: {message}. Nothing was changed."
+    if stage == "value":
+        return (f"{where}: value {spec.value!r} for column {spec.column} ({columns[spec.column].type}) was refused by "
+                f"PostgreSQL: {message}. Nothing was changed.")
+    if stage == "filter" and spec.filter is not None:
+        return (f"{where}: filter value {spec.filter.value!r} for column {spec.filter.column} "
+                f"({columns[spec.filter.column].type}) was refused by PostgreSQL: {message}. Nothing was changed.")
     if isinstance(exc, psycopg.errors.IntegrityError):
         constraint = exc.diag.constraint_name
         return (f"{where}: setting {spec.column} = {spec.value!r} would violate "
@@ -219,6 +219,8 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
     else:
         needs_change = sql.SQL("{} IS DISTINCT FROM {}").format(column, sql.Placeholder("fb_value"))
     conditions = [needs_change]
+    filter_sql: sql.Composable | None = None
+    filter_params: dict[str, Any] = {}
     if spec.filter is not None:
         filter_sql, filter_params = _filter_sql(spec.filter, columns, where)
         conditions.insert(0, filter_sql)
@@ -239,26 +241,46 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
                 "filter": asdict(spec.filter) if spec.filter else None},
         bind=params,
     )
-    _trial(conn, plan, spec, columns, set_clause)
+    _trial(conn, plan, spec, columns, set_clause, filter_sql, filter_params)
     return plan
 
 
 def _trial(conn: psycopg.Connection, plan: Plan, spec: FieldSpec, columns: dict[str, ColumnInfo],
-           set_clause: sql.Composable) -> None:
-    """Bind every value (type conversion) and update one matching row, then roll back."""
+           set_clause: sql.Composable, filter_sql: sql.Composable | None, filter_params: dict[str, Any]) -> None:
+    """Bind the value, then the filter values (PostgreSQL converts each to its column's type), then
+    update one matching row (constraints); all in a transaction that is rolled back."""
     key = sql.Identifier(plan.key)
-    trial = sql.SQL(
+    stages: list[tuple[str, sql.Composable, dict[str, Any]]] = [
+        ("value", sql.SQL("UPDATE {table} SET {column} = %(fb_value)s WHERE false").format(
+            table=plan.table_sql, column=sql.Identifier(spec.column)), {"fb_value": plan.bind["fb_value"]}),
+    ]
+    if filter_sql is not None:
+        stages.append(("filter", sql.SQL("SELECT 1 FROM {table} WHERE {filter} LIMIT 0").format(
+            table=plan.table_sql, filter=filter_sql), filter_params))
+    stages.append(("row", sql.SQL(
         "UPDATE {table} SET {set_clause} WHERE {key} = (SELECT {key} FROM {table} WHERE {pending} ORDER BY {key} LIMIT 1)"
-    ).format(table=plan.table_sql, set_clause=set_clause, key=key, pending=plan.pending_sql)
+    ).format(table=plan.table_sql, set_clause=set_clause, key=key, pending=plan.pending_sql), plan.bind))
+    stage = "value"
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SELECT set_config('statement_timeout', '5s', true), set_config('lock_timeout', '1s', true)")
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
-            conn.execute(trial, plan.bind)
+            for stage, statement, params in stages:
+                conn.execute(statement, params)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.UndefinedFunction,
             psycopg.errors.DatatypeMismatch) as exc:
-        raise FieldBackfillError(_describe_database_error(exc, spec, plan.table, columns)) from exc
+        raise FieldBackfillError(_describe_database_error(exc, spec, plan.table, columns, stage)) from exc
     except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
         raise FieldBackfillError(
             f"field backfill of {plan.qualified_table}.{spec.column}: the trial update of one row timed out "
             f"({exc.diag.message_primary}); the table is busy, try again later. Nothing was changed.") from exc
+
+
+def as_backfill(spec: FieldSpec, defaults: Options | None = None) -> Backfill:
+    """An ad-hoc field backfill (the `field_backfill` job), with its own checkpoint name."""
+    name = spec.checkpoint_name()
+    return Backfill(
+        name=name, table=normalize_table(spec.table), kind="field", defaults=defaults or Options(),
+        description=f"set {spec.column} = {spec.value!r} on {spec.table}",
+        prepare=lambda conn: plan_field_backfill(conn, spec, name=name),
+    )

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from hrms_pipelines import settings
 from hrms_pipelines.backfills import engine
-from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, normalize_table, plan_field_backfill
+from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, as_backfill
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, BackfillRegistry, Options, registry
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase
@@ -150,11 +150,7 @@ def run_field_backfill(context: dg.OpExecutionContext, config: FieldBackfillConf
         table=config.table, column=config.column, value=config.value,
         filter=FilterSpec(config.filter.column, config.filter.operator, config.filter.value) if config.filter else None,
     )
-    backfill = Backfill(
-        name=spec.checkpoint_name(), table=normalize_table(spec.table), kind="field",
-        description=f"set {spec.column} on {spec.table}", defaults=Options(),
-        prepare=lambda conn: plan_field_backfill(conn, spec, name=spec.checkpoint_name()),
-    )
+    backfill = as_backfill(spec)
     try:
         options = config.options(Options(), config.batch_size)
     except BackfillError as exc:
