@@ -42,9 +42,10 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
 
 def run(command: list[str]) -> int:
     env = prepare_environment(dict(os.environ))
-    # Ctrl-C reaches the child (same process group) and the child decides how to stop;
-    # this process waits for it, then releases the embedded server.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the child (same process group) and the child decides how to stop; this
+    # process waits for it, then releases the embedded server. (A Python handler, not SIG_IGN:
+    # an ignored signal would stay ignored in the child across exec.)
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
     try:
         child = subprocess.Popen(command, env=env)
         signal.signal(signal.SIGTERM, lambda *_: child.terminate())

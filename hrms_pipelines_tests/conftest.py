@@ -83,12 +83,27 @@ def hrms_db(database_url: str) -> HrmsDatabase:
     return HrmsDatabase(url=database_url)
 
 
-@pytest.fixture
-def subprocess_env(database_url: str) -> dict[str, str]:
-    """Environment for a `dagster job execute` subprocess against the test database."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME",)}
-    env[settings.DATABASE_URL_ENV] = database_url
+@pytest.fixture(scope="session")
+def dagster_storage_url(pg_admin_url: str) -> Iterator[str]:
+    """A database on the test server for Dagster's own storage (never the developer's .hrms)."""
+    name = create_database(pg_admin_url, prefix="dagster")
+    socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
+    yield f"postgresql+psycopg2://postgres:@/{name}?host={socket_dir}"
+    drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def cli_base_env(dagster_storage_url: str) -> dict[str, str]:
+    """Environment for a `dagster` CLI subprocess: test storage, no DAGSTER_HOME."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", settings.DATABASE_URL_ENV)}
+    env[settings.DAGSTER_PG_URL_ENV] = dagster_storage_url
     return env
+
+
+@pytest.fixture
+def subprocess_env(database_url: str, cli_base_env: dict[str, str]) -> dict[str, str]:
+    """Environment for a `dagster job execute` subprocess against the test database."""
+    return dict(cli_base_env, **{settings.DATABASE_URL_ENV: database_url})
 
 
 @pytest.fixture

@@ -66,14 +66,13 @@ def test_credentials_never_appear_in_the_displayed_url():
     assert "s3cret" not in db.display_url()
 
 
-def test_definitions_load_and_validate(project_root):
+def test_definitions_load_and_validate(project_root, subprocess_env):
     from hrms_pipelines.definitions import defs
 
     assert isinstance(defs, dg.Definitions)
     for name in ("apply_migrations", "revert_migrations"):
         assert defs.resolve_job_def(name).name == name
-    result = dagster_cli("definitions", "validate", "-w", "workspace.yaml",
-                         env={k: v for k, v in __import__("os").environ.items() if k != "DAGSTER_HOME"}, cwd=project_root)
+    result = dagster_cli("definitions", "validate", "-w", "workspace.yaml", env=subprocess_env, cwd=project_root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
 
