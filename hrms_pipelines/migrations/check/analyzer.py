@@ -17,6 +17,7 @@ database every earlier migration counts as applied (the safe assumption in CI).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def mode_of(data: bytes, *, standalone: bool = False) -> str:
     if standalone:
         return engine.STANDALONE
     text = data.decode("utf-8", "replace")
-    for line in text.splitlines():
+    for line in text.split("\n", 200):  # the header: comments before the first statement
         stripped = line.strip().lstrip("\ufeff")
         if stripped and not stripped.startswith("--"):
             break
@@ -117,10 +118,9 @@ def _read(path: Path) -> bytes:
 
 
 def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """The path as a developer types it: relative to the working directory when inside it."""
+    text, cwd = os.path.abspath(path), os.getcwd() + os.sep
+    return text[len(cwd):] if text.startswith(cwd) else text
 
 
 def analyze_migrations(
