@@ -1,0 +1,1 @@
+DROP TABLE hrms.core_alert;
