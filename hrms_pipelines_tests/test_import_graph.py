@@ -95,4 +95,49 @@ def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url,
     observations = {e.asset_key.path[-1]: e.event_specific_data.asset_observation.metadata
                     for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
     assert observations["import_history"]["inserted"].value == 2000
-    assert observations["import_users"]["inserted"].value == 200
+    # 15 of the 200 users are leaders the org stage created as placeholders: completed, not inserted
+    assert observations["import_users"]["inserted"].value == 185
+    assert observations["import_users"]["updated"].value == 15
+
+
+def test_dagster_job_execute_with_the_example_configs(subprocess_env, database_url, project_root, tmp_path):
+    env = {**subprocess_env, settings.BACKUP_DIR_ENV: str(tmp_path / "backups"), settings.HOME_ENV: str(tmp_path / "home")}
+
+    def execute(config):
+        return subprocess.run([str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines",
+                               "-j", "hrms_import", "-c", config], env=env, cwd=project_root, capture_output=True, text=True)
+
+    before = checksums(database_url)
+    dry = execute("config/hrms_import_dry_run.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert checksums(database_url) == before
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+    real = execute("config/hrms_import.yaml")
+    assert real.returncode == 0, real.stderr[-3000:]
+    assert counts(database_url)["history_timelineevent"] == 2000
+    with psycopg.connect(database_url) as conn:
+        outcomes = conn.execute("SELECT stage, outcome, count(*) FROM hrms.imports_importrecord GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+    assert outcomes == [("history", "succeeded", 1), ("ladders", "succeeded", 1), ("org", "succeeded", 5), ("users", "succeeded", 1)]
+
+
+def test_nightly_schedule_skips_when_no_file_changed(hrms_db, database_url, tmp_path, monkeypatch):
+    import shutil
+
+    incoming = tmp_path / "incoming"
+    shutil.copytree(SAMPLE, incoming)
+    monkeypatch.setenv(settings.IMPORT_DIR_ENV, str(incoming))
+    with dg.build_schedule_context(resources={"hrms_db": hrms_db}) as context:
+        first = schedules.hrms_import_nightly(context)
+    assert isinstance(first, dg.RunRequest)
+    assert first.run_config == {"resources": {"hrms_import_options": {"config": {"create_users": True}}}}
+
+    assert materialize(hrms_db, tmp_path, import_dir=str(incoming)).success
+    with dg.build_schedule_context(resources={"hrms_db": hrms_db}) as context:
+        skipped = schedules.hrms_import_nightly(context)
+    assert isinstance(skipped, dg.SkipReason)
+    assert "no file" in skipped.skip_message and "changed since the last successful import" in skipped.skip_message
+
+    (incoming / "users.csv").write_text((incoming / "users.csv").read_text().replace("Engineer,active", "Engineer,on_leave", 1))
+    with dg.build_schedule_context(resources={"hrms_db": hrms_db}) as context:
+        changed = schedules.hrms_import_nightly(context)
+    assert isinstance(changed, dg.RunRequest) and "users.csv" in changed.tags["hrms/changed_files"]
