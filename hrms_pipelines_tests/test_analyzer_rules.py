@@ -120,6 +120,11 @@ def test_concurrently_and_transactions():
     assert rules_of(analyze_sql("-- hrms:non-transactional\nBEGIN;\n" + cic + "COMMIT;\n", sizes=SIZES)) == [
         "ban-concurrent-index-creation-in-transaction"]
     assert rules_of(analyze_sql("-- hrms:non-transactional\nBEGIN;\nCOMMIT;\n" + cic, sizes=SIZES)) == []
+    for other in ("REINDEX INDEX CONCURRENTLY hrms.i;", "VACUUM hrms.core_auditlog;",
+                  "ALTER TABLE hrms.core_auditlog DETACH PARTITION hrms.core_auditlog_default CONCURRENTLY;"):
+        assert "ban-concurrent-index-creation-in-transaction" in rules_of(analyze_sql(other, sizes=SIZES)), other
+        assert "ban-concurrent-index-creation-in-transaction" not in rules_of(
+            analyze_sql("-- hrms:non-transactional\n" + other, sizes=SIZES)), other
     # a standalone script is outside a transaction until BEGIN
     assert rules_of(analyze_sql("SET lock_timeout = '5s'; SET statement_timeout = '30s';\n" + cic,
                                 mode=engine.STANDALONE, sizes=SIZES)) == []
@@ -232,6 +237,8 @@ def test_syntax_error_is_a_finding_with_line_and_message():
     (finding,) = analyze_sql("SELECT 1;\n\nALTER TABLE hrms.t ADD COLUMN;\n", sizes=SIZES)
     assert (finding.rule, finding.line, finding.severity) == ("syntax-error", 3, Severity.DANGER)
     assert 'syntax error at or near ";"' in finding.message
+    # a suppression in a file that could not be parsed is not reported as unused
+    assert [f.rule for f in analyze_sql("-- hrms:allow ban-drop-table reason: x\nDROP TABLE;", sizes=SIZES)] == ["syntax-error"]
     (eof,) = analyze_sql("SELECT (1", sizes=SIZES)
     assert eof.rule == "syntax-error" and "end of input" in eof.message
 

@@ -327,6 +327,7 @@ def finalize(result: FileResult, *, file_findings: list[Finding] = (), report_un
     arise, and their suppressions are not unused."""
     registry = rule_registry.ALL
     result.findings.extend(file_findings)
+    unparsed = any(f.rule in ("syntax-error", "invalid-encoding") for f in result.findings)  # nothing was checked
     extra: list[Finding] = []
     for sup in result.suppressions:
         index = _owner(result, sup.offset)
@@ -351,7 +352,7 @@ def finalize(result: FileResult, *, file_findings: list[Finding] = (), report_un
             if applies:
                 finding.suppressed = sup.reason
                 sup.used = True
-        if not sup.used and report_unused:
+        if not sup.used and report_unused and not unparsed:
             extra.append(_suppression_finding(result, "unused-suppression", line, column, sup,
                                               f"`{sup.raw}` suppresses nothing here: no {', '.join(sup.rules)} finding on this statement."))
     result.findings.extend(extra)
