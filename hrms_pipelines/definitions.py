@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from hrms_pipelines import settings
+from hrms_pipelines import alerts, settings
 from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
 from hrms_pipelines.migrations import check_job, sensors as migration_sensors
@@ -15,6 +15,9 @@ from hrms_pipelines import restore as restore_jobs
 from hrms_pipelines import audit_partitions
 from hrms_pipelines.seeding import assets as seed_assets, checks as seed_checks, jobs as seed_jobs
 from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.imports import assets as import_assets, checks as import_checks
+from hrms_pipelines.imports import jobs as import_jobs, schedules as import_schedules
+from hrms_pipelines.imports.options import RESOURCE_KEY as IMPORT_OPTIONS_KEY, ImportOptions
 
 
 def hr_database() -> HrmsDatabase:
@@ -27,10 +30,12 @@ def hr_database() -> HrmsDatabase:
 defs = dg.Definitions(
     assets=[
         seed_assets.reference_data,
+        *import_assets.import_assets,
         audit_partitions.core_auditlog_partitions,
     ],
     asset_checks=[
         seed_checks.fixture_rows_present,
+        *import_checks.import_checks,
         audit_partitions.audit_log_default_partition_empty,
         audit_partitions.audit_log_months_ahead_covered,
     ],
@@ -39,6 +44,7 @@ defs = dg.Definitions(
         migration_jobs.revert_migrations,
         check_job.check_migrations,
         restore_jobs.restore_backup,
+        import_jobs.hrms_import,
         seed_jobs.seed_reference_data,
         seed_jobs.seed_environment,
         audit_partitions.audit_log_partitions,
@@ -47,11 +53,17 @@ defs = dg.Definitions(
     ],
     schedules=[
         audit_partitions.audit_log_partitions_daily,
+        import_schedules.hrms_import_nightly,
     ],
     sensors=[
         migration_sensors.migration_files_sensor,
+        alerts.hrms_run_failure_alerts,
     ],
-    resources={"hrms_db": hr_database()},
+    resources={
+        "hrms_db": hr_database(),
+        IMPORT_OPTIONS_KEY: ImportOptions(),
+        "alert_notifier": alerts.notifier_from_environment(),
+    },
     # Every step of a run talks to the same database and most hold one transaction: one process
     # per run is faster (no per-step interpreter start) and keeps runs self-contained.
     executor=dg.in_process_executor,
