@@ -462,3 +462,23 @@ def test_partitioned_audit_log_round_trips(populated, backup_root):
     backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root, pre_restore_backup=False)
     rows = conn.execute("SELECT a::text, action FROM hrms.core_auditlog a ORDER BY id").fetchall()
     assert [r[0] for r in rows[:2]] == kept and [r[1] for r in rows[2:]] == ["restore"]
+
+
+def test_undo_a_run_by_restoring_its_stage_backups_newest_first(populated, backup_root):
+    conn = populated
+    original = digests(conn, ["hrms.ladders_ladder", "hrms.employees_employee", "hrms.imports_importrecord"])
+    record = ("INSERT INTO hrms.imports_importrecord (stage, file_name, file_sha256, outcome) "
+              "VALUES (%s, %s, repeat('a', 64), 'succeeded') RETURNING id")
+    ladders = backups.take_backup(conn, ["ladders_ladder", "imports_importrecord"], label="import_ladders", run_id="run1", backup_root=backup_root)
+    rec = conn.execute(record, ["ladders", "ladders.csv"]).fetchone()[0]
+    conn.execute("INSERT INTO hrms.ladders_ladder (code, name, import_record_id) VALUES ('HR', 'People', %s)", [rec])
+    users = backups.take_backup(conn, ["employees_employee", "imports_importrecord"], label="import_users", run_id="run1", backup_root=backup_root)
+    rec = conn.execute(record, ["users", "users.csv"]).fetchone()[0]
+    conn.execute("INSERT INTO hrms.employees_employee (email, ladder_id, import_record_id) "
+                 "SELECT 'new.hire@nhia.gov.gh', id, %s FROM hrms.ladders_ladder WHERE code = 'HR'", [rec])
+
+    with pytest.raises(BackupError, match="employees_employee"):
+        backups.restore_backup(conn, ladders.backup_id, backup_root=backup_root)
+    backups.restore_backup(conn, users.backup_id, backup_root=backup_root)
+    backups.restore_backup(conn, ladders.backup_id, backup_root=backup_root)
+    assert digests(conn, ["hrms.ladders_ladder", "hrms.employees_employee", "hrms.imports_importrecord"]) == original
