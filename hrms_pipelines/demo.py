@@ -11,6 +11,7 @@ import psycopg
 
 from hrms_pipelines import settings
 from hrms_pipelines.resources import redact
+from hrms_pipelines.seeding.summary import print_seed_summary
 
 
 def dagster_job(job: str, *config_files: str) -> None:
@@ -43,6 +44,8 @@ def main() -> None:
     print(f"HR database: {redact(url)}")
     dagster_job("apply_migrations")
     print_ledger(url)
+    dagster_job("seed_environment")
+    print_seed_summary(url)
     print("\nDone. `make dev` opens the Dagster UI with these runs in it.")
 
 
