@@ -39,6 +39,22 @@ def print_ledger(url: str) -> None:
         print(f"  {app:<11} {version:<8} {name:<32} {checksum:<13} {applied_at:%Y-%m-%d %H:%M:%S} {ms:>5}")
 
 
+def print_import_summary(url: str) -> None:
+    from hrms_pipelines.imports.summaries import database_counts
+
+    with psycopg.connect(url) as conn:
+        counts = database_counts(conn)
+        records = conn.execute(
+            "SELECT stage, file_name, outcome, rows_read, inserted, updated, unchanged FROM hrms.imports_importrecord "
+            "WHERE id IN (SELECT max(id) FROM hrms.imports_importrecord GROUP BY stage, file_name) ORDER BY id"
+        ).fetchall()
+    print("\nImport records (latest per file):")
+    print(f"  {'stage':<8} {'file':<18} {'outcome':<10} {'rows':>6} {'inserted':>8} {'updated':>7} {'unchanged':>9}")
+    for stage, name, outcome, rows, inserted, updated, unchanged in records:
+        print(f"  {stage:<8} {name:<18} {outcome:<10} {rows:>6} {inserted:>8} {updated:>7} {unchanged:>9}")
+    print("Post-import counts: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
+
+
 def main() -> None:
     url = os.environ[settings.DATABASE_URL_ENV]
     print(f"HR database: {redact(url)}")
@@ -46,6 +62,8 @@ def main() -> None:
     print_ledger(url)
     dagster_job("seed_environment")
     print_seed_summary(url)
+    dagster_job("hrms_import", "config/hrms_import.yaml")
+    print_import_summary(url)
     print("\nDone. `make dev` opens the Dagster UI with these runs in it.")
 
 

@@ -76,8 +76,8 @@ class ListLog:
 
 def run_stage(hrms_db, name: str, directory: Path, run_id: str = "test-run", **options):
     log = ListLog()
-    result = stage.run(hrms_db, STAGES[name], ImportOptions(import_dir=str(directory), **options), run_id=run_id,
-                       log=stage.StageLog(log, stage=name))
+    opts = ImportOptions(import_dir=str(directory), **options)
+    result = stage.run(hrms_db, STAGES[name], opts, run_id=run_id, log=stage.StageLog(log, opts.log_file, stage=name))
     result.log_lines = log.lines
     return result
 
