@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import subprocess
 
+import dagster as dg
 import psycopg
 import pytest
 import yaml
 
 from hrms_pipelines.backfills import engine
+from hrms_pipelines.backfills.jobs import field_backfill
 from hrms_pipelines.backfills.field import FieldBackfillError, FieldSpec, FilterSpec, as_backfill
 from hrms_pipelines.backfills.registry import Options, registry
 
+from hrms_pipelines.resources import HrmsDatabase
+
+from .conftest import _url, create_database, drop_database
 from .test_backfill_engine import ListLog, add_employees
 
 QUICK = Options(batch_size=4, sleep_seconds=0, target_batch_ms=None, max_active_backends=None, max_lock_wait_ms=None)
@@ -22,16 +27,30 @@ def run_field(hrms_db, spec: FieldSpec, **kwargs) -> engine.Result:
     return engine.run(hrms_db, as_backfill(spec), QUICK, log=ListLog(), **kwargs)
 
 
-@pytest.fixture
-def staff(database_url):
-    """10 employees without a department, 5 in ENG, 3 suspended in OPS."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+def add_staff(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
         add_employees(conn, 10, prefix="nodept", hire_date="2018-05-01")
         add_employees(conn, 5, prefix="eng", hire_date="2012-01-01")
         conn.execute("UPDATE hrms.employees_employee SET department_code = 'ENG' WHERE email LIKE 'eng%'")
         add_employees(conn, 3, prefix="ops", status="suspended", hire_date="2020-02-02")
         conn.execute("UPDATE hrms.employees_employee SET department_code = 'OPS' WHERE email LIKE 'ops%'")
+
+
+@pytest.fixture
+def staff(database_url):
+    """10 employees without a department, 5 in ENG, 3 suspended in OPS."""
+    add_staff(database_url)
     return database_url
+
+
+@pytest.fixture(scope="module")
+def untouched_staff(pg_admin_url, migrated_template):
+    """The same staff in one database shared by the bad-input cases (each must leave it as it is)."""
+    name = create_database(pg_admin_url, template=migrated_template)
+    url = _url(pg_admin_url, name)
+    add_staff(url)
+    yield url
+    drop_database(pg_admin_url, name)
 
 
 def departments(url: str) -> dict[str | None, int]:
@@ -121,9 +140,10 @@ def test_injection_attempts_are_stored_and_matched_literally(hrms_db, staff):
          "unknown-filter-column", "operator-like", "operator-injection", "value-type", "filter-value-type", "fk-type",
          "check-constraint", "primary-key", "not-null", "is-null-with-value", "empty-in", "equals-null"],
 )
-def test_bad_input_is_refused_before_anything_changes(hrms_db, staff, spec, message):
+def test_bad_input_is_refused_before_anything_changes(untouched_staff, spec, message):
+    staff = untouched_staff
     with pytest.raises(FieldBackfillError, match=message):
-        run_field(hrms_db, spec)
+        run_field(HrmsDatabase(url=staff), spec)
     assert departments(staff) == {None: 10, "ENG": 5, "OPS": 3}
     with psycopg.connect(staff) as conn:
         assert conn.execute("SELECT count(*) FROM hrms.core_backfillcheckpoint").fetchone()[0] == 0
@@ -142,10 +162,14 @@ def test_field_backfill_job_from_the_command_line(staff, subprocess_env, project
     assert departments(staff) == {"UNKNOWN": 10, "ENG": 5, "OPS": 3}
     assert "backfill field:employees_employee.department_code:" in done.stderr + done.stdout
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"ops": {"run_field_backfill": {"config": {
-        "table": "employees_employee", "column": "hire_date", "value": "last tuesday"}}}}))
-    failed = subprocess.run(command[:-1] + [str(bad)], env=subprocess_env, cwd=project_root, capture_output=True,
-                            text=True, timeout=300)
-    assert failed.returncode != 0
-    assert "value 'last tuesday' for column hire_date (date)" in failed.stdout + failed.stderr
+
+def test_field_backfill_job_fails_with_the_reason(hrms_db, staff):
+    run_config = {"ops": {"run_field_backfill": {"config": {
+        "table": "employees_employee", "column": "hire_date", "value": "last tuesday"}}}}
+    with dg.instance_for_test() as instance:
+        result = field_backfill.execute_in_process(run_config=run_config, resources={"hrms_db": hrms_db},
+                                                   instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "value 'last tuesday' for column hire_date (date) was refused by PostgreSQL" in failure.event_specific_data.error.message
+    assert departments(staff) == {None: 10, "ENG": 5, "OPS": 3}

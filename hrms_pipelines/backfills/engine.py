@@ -122,13 +122,13 @@ class BatchSizer:
         if target is None or rows == 0:
             return
         per_row = elapsed_ms / rows
+        if rows < self.size:  # a short (last) batch is mostly fixed cost: says little about a full one
+            return
         if self.ms_per_row is None or per_row > self.ms_per_row:
             self.ms_per_row = per_row
         else:
             self.ms_per_row = 0.7 * self.ms_per_row + 0.3 * per_row
         wanted = target / self.ms_per_row if self.ms_per_row > 0 else self.size * self.GROWTH
-        if rows < self.size:  # a short (last) batch says little about a full one
-            wanted = min(wanted, self.size)
         wanted = min(max(wanted, self.size * self.SHRINK), self.size * self.GROWTH)
         self.size = int(min(max(wanted, self.options.min_batch_size), self.options.max_batch_size))
 
