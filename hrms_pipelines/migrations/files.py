@@ -11,7 +11,9 @@ Within an app each migration depends on the one before it.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import heapq
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -150,22 +152,39 @@ def order(migrations: list[Migration]) -> list[Migration]:
     stable and interleaves apps the way their numbers suggest.
     """
     by_key = {m.key: m for m in migrations}
+    versions_by_app: dict[str, list[str]] = {}
+    for m in migrations:
+        versions_by_app.setdefault(m.app, []).append(m.version)
+    for versions in versions_by_app.values():
+        versions.sort()
     deps: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for m in migrations:
-        previous = [o.key for o in migrations if o.app == m.app and o.version < m.version]
-        wanted = set(m.depends_on) | ({max(previous)} if previous else set())
+        versions = versions_by_app[m.app]
+        index = bisect.bisect_left(versions, m.version)
+        wanted = set(m.depends_on) | ({(m.app, versions[index - 1])} if index else set())
         for ref in m.depends_on:
             if ref not in by_key:
                 raise MigrationError(f"{m.up.path}: depends on {ref[0]}/{ref[1]}, which does not exist")
         deps[m.key] = wanted
+    # Kahn's algorithm with a heap on (version, app): the same order as picking the smallest ready
+    # migration each time, without rescanning every migration at each step.
+    dependents: dict[tuple[str, str], list[tuple[str, str]]] = {k: [] for k in deps}
+    waiting = {k: len(d) for k, d in deps.items()}
+    for key, wanted in deps.items():
+        for dep in wanted:
+            dependents[dep].append(key)
+    ready = [(k[1], k[0]) for k, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     ordered: list[Migration] = []
-    done: set[tuple[str, str]] = set()
-    while len(ordered) < len(migrations):
-        ready = [k for k, d in deps.items() if k not in done and d <= done]
-        if not ready:
-            cycle = sorted(f"{a}/{v}" for a, v in deps if (a, v) not in done)
-            raise MigrationError(f"dependency cycle among migrations: {', '.join(cycle)}")
-        key = min(ready, key=lambda k: (k[1], k[0]))
-        ordered.append(by_key[key])
-        done.add(key)
+    while ready:
+        version, app = heapq.heappop(ready)
+        ordered.append(by_key[(app, version)])
+        for later in dependents[(app, version)]:
+            waiting[later] -= 1
+            if waiting[later] == 0:
+                heapq.heappush(ready, (later[1], later[0]))
+    if len(ordered) < len(migrations):
+        done = {m.key for m in ordered}
+        cycle = sorted(f"{a}/{v}" for a, v in deps if (a, v) not in done)
+        raise MigrationError(f"dependency cycle among migrations: {', '.join(cycle)}")
     return ordered
