@@ -1,0 +1,94 @@
+"""Property: no sequence of imports ever removes or alters a pre-existing row unless the update flag
+of that import says so (force_update for users, update_existing for history)."""
+
+import tempfile
+from pathlib import Path
+
+import psycopg
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hrms_pipelines.imports.reader import ImportFileError
+from hrms_pipelines.imports.stage import StageFailed
+
+from .import_helpers import BASE, run_all, run_stage, write, write_base
+
+POOL = [f"user{i}@nhia.gov.gh" for i in range(6)]
+NAMES = ["Ama", "Kofi", "Yaa", "Esi", "=cmd", "O'Brien, Jr"]
+
+user_row = st.tuples(
+    st.sampled_from(range(len(POOL))),
+    st.sampled_from(NAMES),
+    st.sampled_from(["active", "on_leave", ""]),
+    st.sampled_from(["", "MOBILE"]),
+    st.sampled_from(["", "1", "2", "3"]),
+    st.sampled_from([None, 0, 1, 2, 3, 4, 5]),          # manager: index into the pool
+)
+history_row = st.tuples(
+    st.sampled_from(range(len(POOL))),
+    st.sampled_from(["hire", "promotion", "salary_change", "note"]),
+    st.sampled_from(["2020-01-01", "2021-01-01"]),
+    st.sampled_from(["", "3000.00", "4100.50"]),
+)
+step = st.one_of(
+    st.tuples(st.just("users"), st.lists(user_row, min_size=1, max_size=5, unique_by=lambda r: r[0]), st.booleans()),
+    st.tuples(st.just("history"), st.lists(history_row, min_size=1, max_size=5, unique_by=lambda r: r[:3]), st.booleans()),
+)
+
+SNAPSHOT = {
+    "users": "SELECT id, to_jsonb(e) - 'updated_at' FROM hrms.employees_employee e",
+    "history": "SELECT ev.id, jsonb_build_object('ev', to_jsonb(ev) - 'updated_at', 'c', to_jsonb(c) - 'updated_at', "
+               "'s', to_jsonb(s) - 'updated_at') FROM hrms.history_timelineevent ev "
+               "LEFT JOIN hrms.history_compensationsnapshot c ON c.event_id = ev.id "
+               "LEFT JOIN hrms.history_senioritysnapshot s ON s.event_id = ev.id",
+}
+
+
+def snapshot(url):
+    with psycopg.connect(url) as conn:
+        return {name: dict(conn.execute(query).fetchall()) for name, query in SNAPSHOT.items()}
+
+
+def write_step(directory: Path, kind, rows):
+    if kind == "users":
+        header = BASE["users.csv"][0]
+        # managers rank above (lower index): the hierarchy never has a cycle
+        lines = [[POOL[i], name, "Mensah", status, "", team, "", "" if m is None or m >= i else POOL[m], "ENG" if level else "", level]
+                 for i, name, status, team, level, m in rows]
+        write(directory, "users.csv", [header] + lines)
+    else:
+        header = ["email", "event_type", "event_date", "salary"]
+        write(directory, "history.csv", [header] + [[POOL[i], t, d, s] for i, t, d, s in rows])
+
+
+def test_imports_never_remove_or_alter_rows_without_the_update_flag(hrms_db, database_url):
+    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-base-")))
+    run_all(hrms_db, base, ("ladders", "org"))
+    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
+    run_stage(hrms_db, "users", base)   # every pool user exists: steps are mostly valid, so they exercise the flags
+    outcomes = {"applied": 0, "rejected": 0}
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(step, min_size=1, max_size=4))
+    def run_sequence(steps):
+        directory = Path(tempfile.mkdtemp(prefix="hyp-"))
+        for kind, rows, flag in steps:
+            write_step(directory, kind, rows)
+            before = snapshot(database_url)
+            options = {"force_update": flag} if kind == "users" else {"update_existing": flag}
+            try:
+                run_stage(hrms_db, kind, directory, users_file="users.csv", history_file="history.csv", **options)
+            except (ImportFileError, StageFailed):
+                assert snapshot(database_url) == before, "a rejected import changed something"
+                outcomes["rejected"] += 1
+                continue
+            outcomes["applied"] += 1
+            after = snapshot(database_url)
+            for table, rows_before in before.items():
+                missing = set(rows_before) - set(after[table])
+                assert not missing, f"{table}: rows {missing} disappeared"
+                altered = {k for k, v in rows_before.items() if after[table][k] != v}
+                if table != kind or not flag:
+                    assert not altered, f"{table}: rows {altered} changed without the update flag"
+
+    run_sequence()
+    assert outcomes["applied"] > outcomes["rejected"], outcomes
