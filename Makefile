@@ -29,9 +29,9 @@ dev: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Run the benchmarks under bench/.
+## Run every benchmark under bench/ (each prints its figure beside a baseline and the ratio).
 bench: install
-	$(LOCAL) $(PY) -m bench
+	for script in bench/*_bench.py; do $(LOCAL) $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .hrms

@@ -15,3 +15,5 @@ CREATE TABLE hrms.core_alert (
     acknowledged_at timestamptz
 );
 CREATE INDEX core_alert_created_idx ON hrms.core_alert (created_at);
+
+GRANT SELECT, INSERT, UPDATE ON hrms.core_alert TO hrms_importer;
