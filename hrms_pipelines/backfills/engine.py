@@ -4,8 +4,9 @@ checkpoint, throttled, resumable, with progress a user can watch.
 One batch, in one transaction run as the import role (SELECT/INSERT/UPDATE only):
 
     SET LOCAL statement_timeout, lock_timeout; SET LOCAL ROLE hrms_importer
-    SELECT id FROM t WHERE id > <checkpoint> AND <still needs the change> ORDER BY id LIMIT <n>
-    <the backfill's UPDATE of exactly those rows, re-checking "still needs the change">
+    SELECT min(id), max(id), count(*) FROM (SELECT id FROM t WHERE id > <checkpoint>
+        AND <still needs the change> ORDER BY id LIMIT <n>) batch
+    <the backfill's UPDATE of the rows in [min, max] that still need the change>
     UPDATE core_backfillcheckpoint SET last_key = <last id>, rows_done = rows_done + <changed> ...
     INSERT INTO core_auditlog (one row for the batch: key range, rows changed)
     COMMIT
@@ -274,31 +275,34 @@ def _duration(seconds: float) -> str:
 
 
 def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after: int | None, size: int,
-               run_id: str | None) -> tuple[list[int], int]:
-    """One batch and its checkpoint in one transaction; returns (keys, rows changed)."""
+               run_id: str | None) -> tuple[int, int | None, int]:
+    """One batch and its checkpoint in one transaction; returns (rows in the batch, its last key,
+    rows changed). Only the batch's bounds come back to Python, not its keys."""
     key = sql.Identifier(plan.key)
-    select = sql.SQL("SELECT {key} FROM {table} WHERE {after} AND ({pending}) ORDER BY {key} LIMIT %(_limit)s").format(
-        key=key, table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
+    bounds = sql.SQL(
+        "SELECT min({key}), max({key}), count(*) FROM "
+        "(SELECT {key} FROM {table} WHERE {after} AND ({pending}) ORDER BY {key} LIMIT %(_limit)s) batch"
+    ).format(key=key, table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
     with conn.transaction():
         set_local_timeouts(conn, lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
         _as_importer(conn)
-        keys = [row[0] for row in conn.execute(select, {**plan.bind, "_after": after, "_limit": size})]
-        if not keys:
-            return keys, 0
-        changed = plan.apply(Batch(conn=conn, plan=plan, keys=keys))
+        first, last, rows = conn.execute(bounds, {**plan.bind, "_after": after, "_limit": size}).fetchone()
+        if not rows:
+            return 0, None, 0
+        changed = plan.apply(Batch(conn=conn, plan=plan, first_key=first, last_key=last, size=rows))
         conn.execute(
             f"""UPDATE {CHECKPOINTS} SET last_key = %s, rows_done = rows_done + %s, batches_done = batches_done + 1,
                    updated_at = now() WHERE name = %s""",
-            [keys[-1], changed, plan.name],
+            [last, changed, plan.name],
         )
         conn.execute(
             f"""INSERT INTO {settings.HR_SCHEMA}.core_auditlog (run_id, source, action, table_name, row_key, after)
                 VALUES (%s, %s, 'backfill', %s, %s, %s)""",
-            [run_id, f"backfill:{plan.name}", plan.table, f"{plan.key} {keys[0]}..{keys[-1]}",
-             Jsonb({"backfill": plan.name, "rows_changed": changed, "rows_in_batch": len(keys),
-                    "first_key": keys[0], "last_key": keys[-1]})],
+            [run_id, f"backfill:{plan.name}", plan.table, f"{plan.key} {first}..{last}",
+             Jsonb({"backfill": plan.name, "rows_changed": changed, "rows_in_batch": rows,
+                    "first_key": first, "last_key": last})],
         )
-    return keys, changed
+    return rows, last, changed
 
 
 def _wait_while_busy(conn: psycopg.Connection, options: Options, name: str, log: Log) -> float:
@@ -371,7 +375,7 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
             result.paused_s += _wait_while_busy(conn, options, plan.name, log)
             batch_started = time.perf_counter()
             try:
-                keys, changed = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id)
+                rows, last, changed = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id)
             except RETRYABLE as exc:
                 consecutive_failures += 1
                 result.retries += 1
@@ -386,15 +390,15 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
                 continue
             elapsed_ms = (time.perf_counter() - batch_started) * 1000
             consecutive_failures = 0
-            if not keys:
+            if not rows:
                 break
-            after = keys[-1]
+            after = last
             result.last_key = after
             result.batches += 1
-            result.rows_scanned += len(keys)
+            result.rows_scanned += rows
             result.rows_changed += changed
             result.batch_ms.append(elapsed_ms)
-            sizer.record(len(keys), elapsed_ms)
+            sizer.record(rows, elapsed_ms)
             progress.maybe_log(result, sizer.size)
             if options.max_batches is not None and result.batches >= options.max_batches:
                 result.status = "stopped"

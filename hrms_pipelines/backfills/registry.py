@@ -2,7 +2,7 @@
 
 A backfill is either
 - a Python function decorated with `registry.backfill(...)`: it names the table, the SQL predicate
-  of rows that still need the change, and gets each batch (its keys, inside the batch's
+  of rows that still need the change, and gets each batch (its key range, inside the batch's
   transaction) to change set-based, usually through `batch.update("col = expr")`; or
 - a declarative field backfill (`registry.field(...)`, see field.py): table, column, value and a
   structured filter, checked against the live schema before it runs.
@@ -89,26 +89,31 @@ class Options:
 
 @dataclass
 class Batch:
-    """One batch: its keys (ascending) and the open transaction it runs in (as the import role)."""
+    """One batch: the key range [first_key, last_key] holding the next `size` rows that need the
+    change, and the open transaction it runs in (as the import role)."""
 
     conn: psycopg.Connection
     plan: Plan
-    keys: list[int]
+    first_key: int
+    last_key: int
+    size: int
 
     def update(self, assignments: str | sql.Composable, params: dict[str, Any] | None = None) -> int:
         """`UPDATE <table> SET <assignments>` on this batch's rows that still need the change.
 
         `assignments` is SQL written in code (never user input); values go in `params`
-        (psycopg `%(name)s` placeholders). Returns the number of rows changed.
+        (psycopg `%(name)s` placeholders). Returns the number of rows changed. The rows are picked
+        by key range (an index range scan, cheaper than a list of keys) and the predicate again, so
+        a row changed by someone else since the batch was chosen is left alone.
         """
         if isinstance(assignments, str):
             assignments = sql.SQL(assignments)  # type: ignore[arg-type]  # code, not input
-        query = sql.SQL("UPDATE {table} SET {assignments} WHERE {key} = ANY(%(_batch_keys)s) AND ({pending})").format(
-            table=self.plan.table_sql, assignments=assignments, key=sql.Identifier(self.plan.key),
-            pending=self.plan.pending_sql,
-        )
-        cursor = self.conn.execute(query, {**self.plan.bind, **(params or {}), "_batch_keys": self.keys})
-        return cursor.rowcount
+        query = sql.SQL(
+            "UPDATE {table} SET {assignments} WHERE {key} BETWEEN %(_first_key)s AND %(_last_key)s AND ({pending})"
+        ).format(table=self.plan.table_sql, assignments=assignments, key=sql.Identifier(self.plan.key),
+                 pending=self.plan.pending_sql)
+        values = {**self.plan.bind, **(params or {}), "_first_key": self.first_key, "_last_key": self.last_key}
+        return self.conn.execute(query, values).rowcount
 
 
 @dataclass

@@ -1,0 +1,218 @@
+"""The registered large-table backfill against one single UPDATE of the same change, and what it does
+to other queries meanwhile.
+
+    .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/backfill_bench.py [--rows 5000000]
+
+(or with HRMS_DATABASE_URL set; the user needs CREATEDB and CHECKPOINT rights). It creates a scratch
+database next to the HR one, applies the migrations, fills hrms.payroll_payslipline with --rows lines
+(10 per payslip, 10,000 employees), VACUUM ANALYZEs it, and clones it twice (CREATE DATABASE ...
+TEMPLATE), so both runs start from the same fresh copy. Then, after a CHECKPOINT each:
+
+  baseline  one `UPDATE payroll_payslipline SET line_total = round(amount * quantity, 2)
+            WHERE line_total IS NULL` on copy A
+  backfill  `compute_payslipline_line_total` at its registered defaults on copy B (keyset batches,
+            adaptive size toward 200 ms, sleep, checkpoint and audit row per batch)
+
+and a second connection running short queries (a line by id, a payslip's lines) against copy B,
+first idle, then while the backfill runs. Prints both totals and their ratio, the batch p50/p99, and
+the short queries' p99 idle vs during. Targets: ratio <= 2, batch p99 < 250 ms, query p99 ratio <= 2.
+The scratch databases are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hrms_pipelines import embedded, settings  # noqa: E402
+from hrms_pipelines.backfills import engine  # noqa: E402
+from hrms_pipelines.backfills.registry import registry  # noqa: E402
+from hrms_pipelines.migrations import files, runner  # noqa: E402
+from hrms_pipelines.resources import HrmsDatabase  # noqa: E402
+
+BACKFILL = "compute_payslipline_line_total"
+SINGLE_UPDATE = ("UPDATE hrms.payroll_payslipline SET line_total = round(amount * quantity, 2) "
+                 "WHERE line_total IS NULL")
+LINES_PER_SLIP = 10
+EMPLOYEES = 10_000
+
+
+def url_of(base: str, name: str) -> str:
+    """`base` (a libpq URL) with another database name, still a URL (the resource wants one)."""
+    return sa.make_url(base).set(database=name).render_as_string(hide_password=False)
+
+
+def create(base: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(base, autocommit=True) as conn:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+        conn.execute(query)
+    return url_of(base, name)
+
+
+def drop(base: str, name: str) -> None:
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def fill(url: str, rows: int) -> None:
+    slips = -(-rows // LINES_PER_SLIP)
+    periods = -(-slips // EMPLOYEES)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("""INSERT INTO hrms.employees_employee (email, status, hire_date)
+                        SELECT 'staff' || g || '@ghs.gov.gh', 'active', date '2005-01-01' + g %% 5000
+                        FROM generate_series(1, %s) g""", [EMPLOYEES])
+        conn.execute("""INSERT INTO hrms.payroll_payperiod (year, month, starts_on, ends_on)
+                        SELECT 2010 + (g - 1) / 12, 1 + (g - 1) %% 12, d, (d + interval '1 month - 1 day')::date
+                        FROM generate_series(1, %s) g, LATERAL (SELECT make_date(2010 + (g - 1) / 12, 1 + (g - 1) %% 12, 1) d) m""",
+                     [periods])
+        conn.execute("""INSERT INTO hrms.payroll_paycomponent (code, name, kind)
+                        SELECT 'C' || g, 'Component ' || g, CASE WHEN g <= 6 THEN 'earning' ELSE 'deduction' END
+                        FROM generate_series(1, %s) g""", [LINES_PER_SLIP])
+        conn.execute("""INSERT INTO hrms.payroll_payslip (employee_id, pay_period_id, gross_pay, total_deductions, net_pay)
+                        SELECT e.id, p.id, 0, 0, 0 FROM hrms.payroll_payperiod p CROSS JOIN hrms.employees_employee e
+                        ORDER BY p.id, e.id LIMIT %s""", [slips])
+        conn.execute("""INSERT INTO hrms.payroll_payslipline (payslip_id, pay_component_id, amount, quantity, description)
+                        SELECT s.id, c.id, round((random() * 9000 + 100)::numeric, 2), 1 + (s.id %% 3) * 0.5,
+                               'line ' || c.code
+                        FROM hrms.payroll_payslip s CROSS JOIN hrms.payroll_paycomponent c
+                        ORDER BY s.id, c.id LIMIT %s""", [rows])
+        conn.execute("VACUUM (ANALYZE) hrms.payroll_payslipline")
+        conn.execute("VACUUM (ANALYZE) hrms.payroll_payslip")
+
+
+class ShortQueries(threading.Thread):
+    """Point queries on the table from their own connection, every `pause` seconds, until stopped."""
+
+    def __init__(self, url: str, max_id: int, max_slip: int, pause: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.url, self.max_id, self.max_slip, self.pause = url, max_id, max_slip, pause
+        self.latencies_ms: list[float] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        rnd = random.Random(7)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop_event.is_set():
+                if rnd.random() < 0.5:
+                    query, arg = "SELECT amount, line_total FROM hrms.payroll_payslipline WHERE id = %s", rnd.randint(1, self.max_id)
+                else:
+                    query, arg = ("SELECT count(*), sum(amount) FROM hrms.payroll_payslipline WHERE payslip_id = %s",
+                                  rnd.randint(1, self.max_slip))
+                started = time.perf_counter()
+                conn.execute(query, [arg]).fetchall()
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                time.sleep(self.pause)
+
+    def stop(self) -> list[float]:
+        self.stop_event.set()
+        self.join()
+        return self.latencies_ms
+
+
+class PrintLog:
+    def info(self, msg: str) -> None:
+        print(f"  {time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    warning = info
+
+
+def checkpoint(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long to sample idle short queries")
+    args = parser.parse_args()
+
+    base = embedded.database_url()
+    tag = uuid.uuid4().hex[:8]
+    source, copy_a, copy_b = f"bench_backfill_{tag}", f"bench_backfill_{tag}_a", f"bench_backfill_{tag}_b"
+    backfill = registry.get(BACKFILL)
+    options = backfill.defaults
+    print(f"backfill benchmark: {args.rows:,} payslip lines; {BACKFILL} defaults: batch {options.batch_size:,}, "
+          f"target {options.target_batch_ms} ms, sleep {options.sleep_seconds}s, max batch {options.max_batch_size:,}")
+    try:
+        started = time.perf_counter()
+        source_url = create(base, source)
+        with psycopg.connect(source_url) as conn:
+            runner.apply(conn, files.discover(settings.migrations_dir()), log=lambda *_: None)
+        fill(source_url, args.rows)
+        with psycopg.connect(source_url) as conn:
+            max_id, max_slip, size = conn.execute(
+                """SELECT (SELECT max(id) FROM hrms.payroll_payslipline), (SELECT max(id) FROM hrms.payroll_payslip),
+                          pg_size_pretty(pg_total_relation_size('hrms.payroll_payslipline'))""").fetchone()
+        url_a = create(base, copy_a, template=source)
+        url_b = create(base, copy_b, template=source)
+        drop(base, source)
+        print(f"filled and cloned in {time.perf_counter() - started:.0f}s (table with indexes: {size})", flush=True)
+
+        checkpoint(url_a)
+        with psycopg.connect(url_a) as conn:
+            started = time.perf_counter()
+            updated = conn.execute(SINGLE_UPDATE).rowcount
+            conn.commit()
+            single_s = time.perf_counter() - started
+        print(f"single UPDATE: {updated:,} rows in {single_s:.1f}s ({updated / single_s:,.0f} rows/s)", flush=True)
+        drop(base, copy_a)
+
+        checkpoint(url_b)
+        idle = ShortQueries(url_b, max_id, max_slip)
+        idle.start()
+        time.sleep(args.idle_seconds)
+        idle_ms = idle.stop()
+
+        checkpoint(url_b)
+        during = ShortQueries(url_b, max_id, max_slip)
+        during.start()
+        try:
+            result = engine.run(HrmsDatabase(url=url_b), backfill, options, log=PrintLog(), run_id=f"bench-{tag}")
+        finally:
+            during_ms = during.stop()
+        with psycopg.connect(url_b) as conn:
+            wrong = conn.execute("SELECT count(*) FROM hrms.payroll_payslipline "
+                                 "WHERE line_total IS DISTINCT FROM round(amount * quantity, 2)").fetchone()[0]
+        assert result.rows_changed == updated and wrong == 0, (result.rows_changed, updated, wrong)
+
+        ratio = result.duration_s / single_s
+        p99 = result.batch_ms_percentile(99)
+        idle_p99, during_p99 = engine.percentile(idle_ms, 99), engine.percentile(during_ms, 99)
+        query_ratio = during_p99 / idle_p99 if idle_p99 else float("inf")
+        sleep_total = options.sleep_seconds * max(result.batches - 1, 0)
+        print()
+        print(f"{'':28}{'single UPDATE':>16}{'backfill':>16}{'ratio':>10}   target")
+        print(f"{'total time (s)':28}{single_s:16.1f}{result.duration_s:16.1f}{ratio:10.2f}   <= 2.00 "
+              f"{'ok' if ratio <= 2 else 'MISSED'}")
+        print(f"{'rows/s':28}{updated / single_s:16,.0f}{result.rows_per_second:16,.0f}")
+        print(f"batches: {result.batches:,}, final batch size {result.final_batch_size:,}, "
+              f"batch p50 {result.batch_ms_percentile(50):.0f} ms, p99 {p99:.0f} ms (target < 250 "
+              f"{'ok' if p99 < 250 else 'MISSED'}), max {max(result.batch_ms):.0f} ms; "
+              f"of the total {sleep_total:.1f}s were sleep between batches, {result.paused_s:.1f}s busy pauses, "
+              f"{result.retries} retries")
+        print(f"short queries p99: idle {idle_p99:.2f} ms ({len(idle_ms):,} queries), during the backfill "
+              f"{during_p99:.2f} ms ({len(during_ms):,} queries), ratio {query_ratio:.2f} (target <= 2 "
+              f"{'ok' if query_ratio <= 2 else 'MISSED'})")
+        return 0
+    finally:
+        for name in (source, copy_a, copy_b):
+            drop(base, name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
