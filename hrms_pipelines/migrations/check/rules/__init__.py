@@ -22,6 +22,7 @@ from hrms_pipelines.migrations.check.rules import (
     constraint_missing_not_valid,
     disallowed_unique_constraint,
     engine_rules,
+    import_role_never_deletes,
     renaming_column,
     renaming_table,
     require_concurrent_index_creation,
@@ -40,7 +41,7 @@ STATEMENT_RULES: list[Rule] = [
         adding_serial_primary_key_field, require_concurrent_index_deletion,
         ban_concurrent_index_creation_in_transaction, ban_vacuum_full, require_lock_timeout,
         require_statement_timeout, ban_update_or_delete_without_where, transaction_nesting,
-        ban_drop_not_null, ban_drop_database,
+        ban_drop_not_null, ban_drop_database, import_role_never_deletes,
     )
 ]
 ALL: dict[str, Rule] = {rule.id: rule for rule in (*STATEMENT_RULES, *engine_rules.RULES)}
