@@ -35,6 +35,7 @@ LADDERS = [
      ["Stewardship", "Compliance", "Stakeholder Management"]),
 ]
 BASE_SALARY = 3200  # GHS per month at level 1; each level about +32 %
+SALARY_CAP = 250_000
 DEPARTMENTS = [("ICT", "Information and Communication Technology"), ("CLAIMS", "Claims Processing"),
                ("FIN", "Finance"), ("HRD", "Human Resources"), ("OPS", "Operations")]
 TRIBES = [("DIGITAL", "Digital Services", "ICT"), ("MEMBERSHIP", "Membership & Enrolment", "OPS"),
@@ -122,11 +123,11 @@ def history_rows(users, events: int, rng: random.Random):
             used.add((kind, day))
             if kind == "promotion":
                 previous, level = level, level + 1
-                new_salary = max(level_salary(level), round(salary * 1.2, -1))
+                new_salary = min(max(level_salary(level), round(salary * 1.2, -1)), SALARY_CAP)
                 yield [email, kind, day.isoformat(), "", ladder, level, previous, "", f"P{level}", f"{new_salary:.2f}", f"{salary:.2f}", "GHS", ""]
                 salary = new_salary
             elif kind == "salary_change":
-                new_salary = round(salary * rng.uniform(1.03, 1.12), -1)
+                new_salary = min(round(salary * rng.uniform(1.03, 1.12), -1), SALARY_CAP)
                 yield [email, kind, day.isoformat(), "", "", "", "", "", f"P{level}", f"{new_salary:.2f}", f"{salary:.2f}", "GHS", "Annual review"]
                 salary = new_salary
             elif kind == "note":
