@@ -173,18 +173,18 @@ def test_payslip_line_total_backfill_adapts_its_batch_size(hrms_db, database_url
 
 def test_batch_sizer_moves_toward_the_target_within_bounds():
     sizer = engine.BatchSizer(Options(batch_size=1000, target_batch_ms=200, min_batch_size=100, max_batch_size=3000))
-    sizer.record(1000, 50)  # 4x too fast: grows, by at most 1.5x
-    assert sizer.size == 1500
+    sizer.record(1000, 50)  # 4x too fast: grows, by at most 1.25x
+    assert sizer.size == 1250
     for _ in range(10):
         sizer.record(sizer.size, sizer.size * 0.05)
     assert sizer.size == 3000  # capped
     sizer.record(3000, 1200)  # 6x too slow: halves at most per batch
     assert sizer.size == 1500
     sizes = []
-    for _ in range(25):  # then 0.1 ms a row: trusts fast batches gradually, never overshoots 200 ms
+    for _ in range(40):  # then 0.1 ms a row: trusts fast batches gradually, settles at 80% of 200 ms
         sizer.record(sizer.size, sizer.size * 0.1)
         sizes.append(sizer.size)
-    assert sizes == sorted(sizes) and 1950 <= sizes[-1] <= 2000
+    assert max(sizes) <= 1600 and sizes[-5:] == sorted(sizes[-5:]) and 1560 <= sizes[-1] <= 1600
     for _ in range(10):
         sizer.record(sizer.size, sizer.size * 10.0)
     assert sizer.size == 100  # floor

@@ -106,10 +106,13 @@ def percentile(values: list[float], q: float) -> float:
 
 class BatchSizer:
     """Keeps batches near `target_batch_ms`: estimates the time per row (reacting at once to a slow
-    batch, slowly to fast ones), sizes the next batch to the target, and changes the size by at most
-    x0.5 .. x1.5 per batch. Without a target the size stays fixed."""
+    batch, slowly to fast ones), sizes the next batch for AIM x the target (headroom for the noise of
+    checkpoints, autovacuum and neighbours, so that batches stay under the target rather than
+    around it), and changes the size by at most x0.5 .. x1.25 per batch. Without a target the size
+    stays fixed."""
 
-    GROWTH = 1.5
+    AIM = 0.8
+    GROWTH = 1.25
     SHRINK = 0.5
 
     def __init__(self, options: Options) -> None:
@@ -129,7 +132,7 @@ class BatchSizer:
             self.ms_per_row = per_row
         else:
             self.ms_per_row = 0.7 * self.ms_per_row + 0.3 * per_row
-        wanted = target / self.ms_per_row if self.ms_per_row > 0 else self.size * self.GROWTH
+        wanted = self.AIM * target / self.ms_per_row if self.ms_per_row > 0 else self.size * self.GROWTH
         wanted = min(max(wanted, self.size * self.SHRINK), self.size * self.GROWTH)
         self.size = int(min(max(wanted, self.options.min_batch_size), self.options.max_batch_size))
 
