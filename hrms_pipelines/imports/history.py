@@ -64,7 +64,9 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     conn = ctx.conn
     conn.execute("SELECT set_config('work_mem', '256MB', true)")
     reader.check_columns(info, ("email", "event_type", "event_date"), formats.HISTORY_COLUMNS, ctx.log.warning)
+    lap = ctx.log.laps()
     rows = reader.load_file(conn, info, "stg_history", schemas.HistoryFile, ctx.rejects, chunk_rows=ctx.options.chunk_rows)
+    lap(f"{info.name}: validated (Pandera) while COPY staged it")
     ctx.log.info(f"{info.name}: {rows} rows staged")
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
@@ -80,6 +82,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
         LEFT JOIN hrms.employees_employee e ON e.email = {email(info, 'email')}
         LEFT JOIN hrms.ladders_ladder l ON l.code = {c('ladder_code')}""")
     conn.execute("ANALYZE h")
+    lap("resolved users and ladders")
     f = info.name
     sql_rejects(ctx, f, "SELECT row_number, 'email', email, 'unknown user (no employee has this email; import users first)' "
                         "FROM h WHERE employee_id IS NULL ORDER BY row_number")
@@ -105,8 +108,8 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
                h.ladder_id, h.level_number, h.previous_level_number, coalesce(h.title, lv.title) AS title
         FROM h LEFT JOIN hrms.ladders_ladder l ON l.id = h.ladder_id
         LEFT JOIN hrms.ladders_level lv ON lv.ladder_id = h.ladder_id AND lv.level_number = h.level_number""")
-    conn.execute("ANALYZE hv")
     existing = _existing(ctx)
+    lap("wrote summaries, compared with existing events")
     updated = skipped = 0
     if existing["differs"]:
         if ctx.options.update_existing:
@@ -134,6 +137,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             FROM joined WHERE ladder_id IS NOT NULL RETURNING 1
         )
         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM comp), (SELECT count(*) FROM sen)""").fetchone()
+    lap("inserted events and snapshots")
     totals = zero()
     totals.update(rows_read=rows, inserted=inserted, updated=updated, skipped=skipped,
                   unchanged=rows - inserted - updated - skipped)

@@ -118,6 +118,17 @@ class StageLog:
     def info(self, message: str) -> None:
         self._emit("info", message)
 
+    def laps(self) -> Callable[[str], None]:
+        """`lap = log.laps(); ...; lap("did X")` logs the seconds since the previous lap."""
+        last = [time.perf_counter()]
+
+        def lap(what: str) -> None:
+            now = time.perf_counter()
+            self.info(f"{what}: {now - last[0]:.2f}s")
+            last[0] = now
+
+        return lap
+
     def warning(self, message: str) -> None:
         self._emit("warning", message)
 
