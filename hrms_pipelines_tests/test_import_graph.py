@@ -101,7 +101,9 @@ def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url,
 
 
 def test_dagster_job_execute_with_the_example_configs(subprocess_env, database_url, project_root, tmp_path):
-    env = {**subprocess_env, settings.BACKUP_DIR_ENV: str(tmp_path / "backups"), settings.HOME_ENV: str(tmp_path / "home")}
+    (tmp_path / "dagster_home").mkdir()
+    env = {**subprocess_env, settings.BACKUP_DIR_ENV: str(tmp_path / "backups"), settings.HOME_ENV: str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
     def execute(config):
         return subprocess.run([str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines",

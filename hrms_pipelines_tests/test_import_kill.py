@@ -13,10 +13,11 @@ from hrms_pipelines.imports import sample_data
 
 
 def history_backends(url: str, database: str) -> list[tuple[int, str]]:
+    """Backends running (or last run) a statement only the history stage issues."""
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(
             "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-            "AND (query ILIKE '%%stg_history%%' OR query ILIKE '%%history_timelineevent%%' OR query ILIKE '%%CREATE TEMP TABLE \"h\"%%')",
+            "AND (query ILIKE '%%stg_history%%' OR query ILIKE '%%INSERT INTO hrms.history_timelineevent%%')",
             [database],
         ).fetchall()
 
@@ -27,7 +28,8 @@ def test_kill_9_in_the_history_stage_leaves_nothing_and_a_rerun_completes(databa
     config = tmp_path / "import.yaml"
     config.write_text(yaml.safe_dump({"resources": {"hrms_import_options": {"config": {
         "import_dir": str(incoming), "create_users": True, "backup": False, "chunk_rows": 20_000}}}}))
-    env = {**subprocess_env, settings.HOME_ENV: str(tmp_path / "home")}
+    (tmp_path / "dagster_home").mkdir()
+    env = {**subprocess_env, settings.HOME_ENV: str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     command = [str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines", "-j", "hrms_import", "-c", str(config)]
     database = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
 

@@ -96,6 +96,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             ORDER BY h.row_number""")
     sql_rejects(ctx, f, duplicates("h", "(email, event_type, event_date)", "event_date"))
     ctx.fail_if_rejected(f"{f} cannot be imported")
+    lap("checked references and duplicates")
 
     record = str(ctx.record_ids[f])
     # The row as it would be stored: summary written, details, snapshot values.
