@@ -143,3 +143,19 @@ def test_nightly_schedule_skips_when_no_file_changed(hrms_db, database_url, tmp_
     with dg.build_schedule_context(resources={"hrms_db": hrms_db}) as context:
         changed = schedules.hrms_import_nightly(context)
     assert isinstance(changed, dg.RunRequest) and "users.csv" in changed.tags["hrms/changed_files"]
+
+
+def test_restoring_a_stage_backup_undoes_the_stage_and_a_reimport_redoes_it(hrms_db, database_url, tmp_path):
+    from hrms_pipelines import backups
+
+    assert materialize(hrms_db, tmp_path).success
+    history_backup = next(m for m in backups.list_backups(tmp_path / "backups") if m.label == "import_history")
+    assert {t.table for t in history_backup.tables} >= {"hrms.history_timelineevent", "hrms.imports_importrecord"}
+    with hrms_db.connection() as conn:
+        backups.restore_backup(conn, history_backup.backup_id, backup_root=tmp_path / "backups", run_id="restore-test")
+    after_restore = counts(database_url)
+    assert after_restore["history_timelineevent"] == 0 and after_restore["employees_employee"] == 200
+    # the import record went back with the data, so the file is not mistaken for already imported
+    again = materialize(hrms_db, tmp_path)
+    assert again.success
+    assert counts(database_url)["history_timelineevent"] == 2000
