@@ -126,3 +126,24 @@ def test_import_records_carry_sha_counts_run_and_outcome(hrms_db, database_url, 
     assert row[:6] == ("history.csv", 64, "run-42", "succeeded", 3, 3)
     assert row[6] == {"update_existing": False}
     assert untagged == 0
+
+
+def test_validate_false_skips_the_in_transaction_validations(hrms_db, database_url, tmp_path):
+    directory = write_base(tmp_path / "gap", ladders=BASE["ladders.csv"][:4] + [BASE["ladders.csv"][5]])  # levels 1 and 3
+    result = run_stage(hrms_db, "ladders", directory, **{"validate": False})
+    assert result.validations == [] and result.counts["inserted"] == 4
+    assert scalar(database_url, "SELECT count(*) FROM hrms.ladders_level") == 2
+
+
+def test_an_import_while_another_holds_the_imports_lock_fails_at_once_and_changes_nothing(hrms_db, database_url, tmp_path):
+    import pytest
+
+    from hrms_pipelines import locks
+
+    directory = write_base(tmp_path / "in")
+    before = checksums(database_url)
+    with hrms_db.transaction() as holder:
+        with locks.transaction_lock(holder, locks.IMPORTS):
+            with pytest.raises(locks.LockNotAvailable, match="another run holds the 'imports' lock"):
+                run_stage(hrms_db, "ladders", directory)
+    assert checksums(database_url) == before
