@@ -189,3 +189,14 @@ def test_import_role_cannot_delete_or_truncate(hrms_db, base):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with hrms_db.transaction(as_importer=True) as conn:
                 conn.execute(statement)
+
+
+def test_a_row_with_more_cells_than_the_header(hrms_db, database_url, base):
+    (base / "users.csv").write_text(",".join(HEADER) + "\nama.mensah@nhia.gov.gh,Ama,Mensah,,,,,,,,EXTRA,MORE\n")
+    fails(hrms_db, database_url, "users", base, "users.csv: the CSV structure is broken", "line 2",
+          "more cells than the header")
+
+
+def test_an_unclosed_quote(hrms_db, database_url, base):
+    (base / "users.csv").write_text(",".join(HEADER) + '\nama.mensah@nhia.gov.gh,"Ama,Mensah,,,,,,,\nkofi@nhia.gov.gh,Kofi,Owusu,,,,,,,\n')
+    fails(hrms_db, database_url, "users", base, "users.csv: the CSV structure is broken", "unterminated CSV quoted field")

@@ -17,7 +17,9 @@ import codecs
 import csv
 import difflib
 import hashlib
+import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +197,7 @@ def read_chunks(info: FileInfo, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.Dat
     """The file as DataFrames of text cells (blank = ''), index = data row index across chunks."""
     reader = pd.read_csv(
         info.path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig",
-        chunksize=chunk_rows, header=0, names=info.columns, engine="c",
+        chunksize=chunk_rows, header=0, names=info.columns, index_col=False, engine="c",
     )
     with reader:
         yield from reader
@@ -231,7 +233,19 @@ def validate_chunks(
 ) -> int:
     """Validate every chunk lazily; rejects go to the report. Returns the number of data rows."""
     rows = 0
-    for chunk in read_chunks(info, chunk_rows):
+    chunks = read_chunks(info, chunk_rows)
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)   # pandas would drop extra cells
+                chunk = next(chunks)
+        except StopIteration:
+            break
+        except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+            raise ImportFileError(
+                f"{info.name}: the CSV structure is broken in or after spreadsheet row {rows + 2}: "
+                f"{str(exc).rstrip('.')}. Check for a row with more cells than the header or an unclosed quote."
+            ) from None
         rows += len(chunk)
         if prepare is not None:
             chunk = prepare(chunk)
@@ -298,15 +312,27 @@ def load_file(
 
     worker = threading.Thread(target=run_copy, name=f"copy-{info.name}", daemon=True)
     worker.start()
+    structure_error = None
     try:
         rows = validate_chunks(info, model, rejects, prepare=prepare, chunk_rows=chunk_rows)
+    except ImportFileError as exc:
+        structure_error = exc      # the server's COPY error, when there is one, names the exact line
     finally:
         worker.join()
+    if structure_error is not None and "error" not in outcome:
+        raise structure_error
     if "error" in outcome:
         error = outcome["error"]
         if rejects.count:
             raise ImportFileError(rejects.message(f"{info.name} cannot be imported"), rejects) from error
-        raise ImportFileError(f"{info.name}: the database could not read the file as CSV: {error}") from error
+        context = getattr(getattr(error, "diag", None), "context", None) or ""
+        line = re.search(r"line (\d+)", context)
+        where = f" at line {line.group(1)}" if line else ""
+        primary = getattr(getattr(error, "diag", None), "message_primary", None) or str(error)
+        raise ImportFileError(
+            f"{info.name}: the CSV structure is broken{where}: {primary}. "
+            "Check for a row with more cells than the header or an unclosed quote."
+        ) from error
     if rows == 0:
         raise ImportFileError(f"{info.name}: the file has a header but no data rows; nothing to import.")
     if outcome["rows"] != rows:
