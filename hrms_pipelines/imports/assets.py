@@ -17,7 +17,7 @@ import dagster as dg
 
 from hrms_pipelines import backups, settings
 from hrms_pipelines.imports import history, ladders, org, records, summaries, users
-from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
+from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.imports.stage import Stage, StageFailed, StageLog, dry_run, run
 from hrms_pipelines.metadata import markdown_table

@@ -4,8 +4,6 @@ at once as unchanged."""
 
 from __future__ import annotations
 
-import json
-
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -57,6 +55,3 @@ def last_success_by_file(conn: psycopg.Connection) -> dict[str, tuple[str, int]]
     ).fetchall()
     return {name: (sha, record_id) for name, sha, record_id in rows}
 
-
-def dumps(options: dict) -> str:
-    return json.dumps(options, sort_keys=True)
