@@ -9,6 +9,12 @@ from hrms_pipelines.imports.stage import StageFailed
 
 from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
 
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Reject reports go under HRMS_HOME: keep them out of the project's .hrms/."""
+    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
+
 HEADER = BASE["users.csv"][0]
 
 

@@ -1,10 +1,15 @@
 """Every flag of the seed's commands, with the same meaning, on the small company."""
 
-import json
-
 import psycopg
+import pytest
 
 from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Reject reports go under HRMS_HOME: keep them out of the project's .hrms/."""
+    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
 
 
 def test_without_force_update_existing_rows_stay_and_are_counted_skipped(hrms_db, database_url, tmp_path):
@@ -136,8 +141,6 @@ def test_validate_false_skips_the_in_transaction_validations(hrms_db, database_u
 
 
 def test_an_import_while_another_holds_the_imports_lock_fails_at_once_and_changes_nothing(hrms_db, database_url, tmp_path):
-    import pytest
-
     from hrms_pipelines import locks
 
     directory = write_base(tmp_path / "in")
