@@ -150,3 +150,25 @@ def test_an_import_while_another_holds_the_imports_lock_fails_at_once_and_change
             with pytest.raises(locks.LockNotAvailable, match="another run holds the 'imports' lock"):
                 run_stage(hrms_db, "ladders", directory)
     assert checksums(database_url) == before
+
+
+def test_a_failing_check_shows_the_offending_rows(hrms_db, database_url, tmp_path):
+    from hrms_pipelines.imports import checks
+
+    directory = write_base(tmp_path / "in", teams=[BASE["teams.csv"][0], ["MOBILE", "Mobile", "DIGITAL", "ICT", "ama.mensah@nhia.gov.gh"]])
+    run_all(hrms_db, directory, ("ladders",))
+    run_stage(hrms_db, "org", directory, create_users=True)
+    run_stage(hrms_db, "users", directory)
+    with psycopg.connect(database_url) as conn:   # HR marks the team leader as terminated, outside any import
+        conn.execute("UPDATE hrms.employees_employee SET status = 'terminated' WHERE email = 'ama.mensah@nhia.gov.gh'")
+    check = next(c for c in checks.import_checks if c.check_key.name == "invalid_leader_references")
+    result = check(hrms_db=hrms_db)
+    assert not result.passed and result.severity.value == "ERROR"
+    assert result.metadata["offending_rows"].value == 1
+    assert "| team | MOBILE | ama.mensah@nhia.gov.gh | terminated |" in result.metadata["rows"].value
+    # and the org stage now refuses to commit on top of it
+    from hrms_pipelines.imports.stage import StageFailed
+
+    with pytest.raises(StageFailed, match="invalid_leader_references"):
+        run_stage(hrms_db, "org", directory, create_users=True, force_update=True,
+                  org_files=["organizations.csv", "departments.csv", "tribes.csv", "chapters.csv", "teams.csv"])
