@@ -22,6 +22,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase, set_local_timeouts
@@ -283,6 +284,7 @@ def layout_table(layout: Layout) -> str:
 @dg.asset(
     name=ASSET,
     group_name="operations",
+    owners=["team:platform"],
     pool=settings.WRITER_POOL,
     kinds={"postgres"},
     description=(
@@ -290,6 +292,7 @@ def layout_table(layout: Layout) -> str:
         "always exist (attached without an ACCESS EXCLUSIVE lock on the audit log); never dropped."
     ),
 )
+@transient_retries
 def core_auditlog_partitions(
     context: dg.AssetExecutionContext, config: AuditPartitionsConfig, hrms_db: HrmsDatabase
 ) -> dg.MaterializeResult:

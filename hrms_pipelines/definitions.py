@@ -45,6 +45,7 @@ defs = dg.Definitions(
         check_job.check_migrations,
         restore_jobs.restore_backup,
         import_jobs.hrms_import,
+        import_jobs.hrms_import_dry_run,
         seed_jobs.seed_reference_data,
         seed_jobs.seed_environment,
         audit_partitions.audit_log_partitions,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase
@@ -66,6 +67,7 @@ def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupCon
     "replace differing rows, exactness check, audit rows.",
     pool=settings.WRITER_POOL,
 )
+@transient_retries
 def restore_tables(context: dg.OpExecutionContext, verified: VerifiedBackup, hrms_db: HrmsDatabase) -> None:
     options = verified.settings
     context.log.info(f"database {hrms_db.display_url()}")

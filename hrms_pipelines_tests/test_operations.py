@@ -145,3 +145,69 @@ def test_a_step_is_retried_after_a_lock_timeout_and_a_real_error_is_not(database
     attempts.clear()
     result = dg.GraphDefinition("g2", node_defs=[insert_duplicate]).to_job().execute_in_process(raise_on_error=False)
     assert not result.success and attempts == [0]
+
+
+def test_dry_run_job_is_read_only_and_outside_the_writer_pool(hrms_db, database_url, tmp_path):
+    from hrms_pipelines import settings
+    from hrms_pipelines.definitions import defs
+    from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
+    from hrms_pipelines_tests.import_helpers import checksums, write_base
+
+    job = defs.resolve_job_def("hrms_import_dry_run")
+    assert {node.definition.pool for node in job.graph.nodes} == {None}
+    stages = {f"{kind}_{name}" for kind in ("backup", "import") for name in ("ladders", "org", "users", "history")}
+    writers = [n for n in defs.resolve_job_def("hrms_import").graph.nodes if n.name in stages]
+    assert len(writers) == 8 and {n.definition.pool for n in writers} == {settings.WRITER_POOL}
+
+    directory = write_base(tmp_path / "import")
+    before = checksums(database_url)
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, resources={"hrms_db": hrms_db, RESOURCE_KEY: ImportOptions(import_dir=str(directory))})
+        observations = [e.asset_observation_data.asset_observation for e in result.all_events
+                        if e.event_type_value == "ASSET_OBSERVATION"]
+        assert not instance.get_latest_materialization_events([dg.AssetKey("import_users")]).get(dg.AssetKey("import_users"))
+    assert result.success
+    assert checksums(database_url) == before
+    users = next(o for o in observations if o.asset_key == dg.AssetKey("import_users"))
+    assert users.metadata["dry_run"].value is True
+    assert "3" in str(users.metadata)  # three users would be inserted
+
+
+def test_an_import_stage_is_retried_after_a_lock_timeout(hrms_db, database_url, tmp_path, monkeypatch):
+    from hrms_pipelines.imports import assets
+    from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
+    from hrms_pipelines_tests.import_helpers import scalar, write_base
+
+    monkeypatch.setattr(retries, "BASE_DELAY_SECONDS", 0.2)
+    directory = write_base(tmp_path / "import")
+    released = threading.Event()
+
+    def hold_the_table_until_a_waiter_gives_up() -> None:
+        with psycopg.connect(database_url) as holder, psycopg.connect(database_url, autocommit=True) as watcher:
+            holder.execute("LOCK TABLE hrms.ladders_ladder IN ACCESS EXCLUSIVE MODE")
+            waiter_seen = False
+            for _ in range(600):  # at most ~60 s
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'hrms.ladders_ladder'::regclass"
+                ).fetchone()[0]
+                if waiting:
+                    waiter_seen = True
+                elif waiter_seen:
+                    break  # the import's first attempt hit its lock_timeout
+                threading.Event().wait(0.1)
+            holder.rollback()
+        released.set()
+
+    holder = threading.Thread(target=hold_the_table_until_a_waiter_gives_up)
+    holder.start()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [assets.import_ladders], instance=instance,
+            resources={"hrms_db": hrms_db, RESOURCE_KEY: ImportOptions(import_dir=str(directory), lock_timeout="300ms")},
+        )
+    holder.join()
+    assert released.is_set() and result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) >= 1
+    assert scalar(database_url, "SELECT count(*) FROM hrms.ladders_ladder") == 1

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import dagster as dg
 from pydantic import Field
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import settings
 from hrms_pipelines.backfills import engine
 from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, as_backfill
@@ -97,6 +98,7 @@ def build_data_backfill_job(target: BackfillRegistry, name: str = "data_backfill
         pool=settings.WRITER_POOL,
         tags={"kind": "backfill"},
     )
+    @transient_retries
     def run_backfill(context: dg.OpExecutionContext, config: BackfillRunConfig, hrms_db: HrmsDatabase) -> dg.Output:
         if not context.has_partition_key:
             raise dg.Failure(description=(
@@ -145,6 +147,7 @@ class FieldBackfillConfig(ThrottleConfig):
     pool=settings.WRITER_POOL,
     tags={"kind": "backfill"},
 )
+@transient_retries
 def run_field_backfill(context: dg.OpExecutionContext, config: FieldBackfillConfig, hrms_db: HrmsDatabase) -> dg.Output:
     spec = FieldSpec(
         table=config.table, column=config.column, value=config.value,

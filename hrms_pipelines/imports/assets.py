@@ -15,8 +15,9 @@ skipped: no backup is written and no materialization is recorded.
 
 import dagster as dg
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, settings
-from hrms_pipelines.imports import history, ladders, org, records, summaries, users
+from hrms_pipelines.imports import history, ladders, org, records, schemas, summaries, users
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.imports.stage import Stage, StageFailed, StageLog, dry_run, run
@@ -93,6 +94,7 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
         description=f"Backup (COPY, gzip, manifest with sha256) of the tables the {stage.name} stage writes: "
                     f"{', '.join(stage.tables)}.",
     )
+    @transient_retries
     def backup_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
         options = hrms_import_options
         if options.dry_run:
@@ -131,7 +133,9 @@ def make_import_asset(stage: Stage):
         pool=settings.WRITER_POOL,
         output_required=False,
         description=DESCRIPTIONS[stage.name] + " One transaction as the import role; never deletes.",
+        metadata={"dagster/column_schema": schemas.column_schema(stage.name)},
     )
+    @transient_retries
     def import_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
         options = hrms_import_options
         if options.dry_run:

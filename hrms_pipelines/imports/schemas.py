@@ -313,3 +313,26 @@ def rule_column(check_name: str) -> tuple[str | None, str]:
     """Split a dataframe-level rule "column: rule" into its column and rule."""
     match = re.match(r"^([a-z_]+): (.+)$", check_name)
     return (match.group(1), match.group(2)) if match else (None, check_name)
+
+
+def column_schema(stage: str):
+    """The stage's CSV columns and their rules as a Dagster TableSchema (shown on the asset's page)."""
+    import dagster as dg
+
+    files = {
+        "ladders": {"ladders.csv": LaddersFile},
+        "org": {f"{kind}.csv": model for kind, model in ORG_MODELS.items()},
+        "users": {"users.csv": UsersFile},
+        "history": {"history.csv": HistoryFile},
+    }[stage]
+    columns: dict[str, dg.TableColumn] = {}
+    for file_name, model in files.items():
+        for name, column in model.to_schema().columns.items():
+            rules = [check.name for check in column.checks if check.name]
+            where = f"{file_name}: " if len(files) > 1 else ""
+            description = where + ("required; " if column.required else "optional; ") + ("; ".join(rules) or "free text")
+            if name in columns:  # a column several org files share: name every file
+                description = f"{columns[name].description} | {description}"
+            columns[name] = dg.TableColumn(name=name, type="text", description=description,
+                                           constraints=dg.TableColumnConstraints(nullable=not column.required))
+    return dg.TableSchema(columns=list(columns.values()))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.migrations import files, gate, runner
@@ -86,6 +87,7 @@ def check_migration_safety(context: dg.OpExecutionContext, plan: MigrationPlan, 
 
 
 @dg.op(description="Apply the plan, each migration under lock and statement timeouts.", pool=settings.WRITER_POOL)
+@transient_retries
 def apply_planned_migrations(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> MigrationPlan:
     if plan.settings["dry_run"]:
         context.log.info("dry run: nothing applied")
@@ -145,6 +147,7 @@ class RevertMigrationsConfig(dg.Config):
 
 
 @dg.op(description="Revert applied migrations newer than the target, newest first, with their down files.", pool=settings.WRITER_POOL)
+@transient_retries
 def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsConfig, hrms_db: HrmsDatabase) -> str:
     migrations = _migrations(config.migrations_dir)
     timeouts = runner.Timeouts(config.lock_timeout, config.statement_timeout)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase
@@ -49,6 +50,7 @@ def build_reference_data_asset(environment: str | None = None) -> dg.AssetsDefin
     @dg.asset(
         name=SEED_ASSET,
         group_name=SEED_GROUP,
+        owners=["team:hr-data"],
         partitions_def=seed_partitions(environment),
         pool=settings.WRITER_POOL,
         kinds={"postgres"},
@@ -58,6 +60,7 @@ def build_reference_data_asset(environment: str | None = None) -> dg.AssetsDefin
             "Only the fixtures of this deployment's HRMS_ENV are partitions, and the asset refuses any other."
         ),
     )
+    @transient_retries
     def reference_data(context: dg.AssetExecutionContext, config: SeedConfig, hrms_db: HrmsDatabase) -> dg.MaterializeResult:
         fixture_key = context.partition_key
         # Decided again at run time, whatever partition set the launching UI had.

@@ -8,6 +8,7 @@
 
 import dagster as dg
 
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase
@@ -31,6 +32,7 @@ class SeedEnvironmentConfig(dg.Config):
 
 
 @dg.op(description="Load the environment's fixtures in one transaction as the import role.", pool=settings.WRITER_POOL)
+@transient_retries
 def load_environment_fixtures(
     context: dg.OpExecutionContext, config: SeedEnvironmentConfig, hrms_db: HrmsDatabase
 ) -> list[str]:
