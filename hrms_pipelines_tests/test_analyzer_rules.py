@@ -258,3 +258,18 @@ def test_very_large_file():
     body = "".join(f"INSERT INTO hrms.org_team (code, name) VALUES ('t{i}', 'Team {i}');\n" for i in range(20_000))
     findings = analyze_sql(body + "DROP TABLE hrms.leave_leaverequest;\n", sizes=SIZES)
     assert [(f.rule, f.line) for f in findings] == [("ban-drop-table", 20_001)]
+
+
+def test_constraints_written_inline_in_add_column_are_caught_like_add_constraint():
+    inline_fk = "ALTER TABLE hrms.payroll_payslipline ADD COLUMN employee_id bigint REFERENCES hrms.employees_employee (id);"
+    inline_check = "ALTER TABLE hrms.payroll_payslip ADD COLUMN bonus numeric CHECK (bonus >= 0);"
+    inline_unique = "ALTER TABLE hrms.payroll_payslip ADD COLUMN reference text UNIQUE;"
+    findings = analyze_sql(inline_fk, sizes=SIZES)
+    assert [(f.rule, f.severity) for f in findings] == [("constraint-missing-not-valid", Severity.DANGER)]
+    assert "inline in ADD COLUMN" in findings[0].message and "ADD CONSTRAINT ... NOT VALID" in findings[0].message
+    assert rules_of(analyze_sql(inline_check, sizes=SIZES)) == ["constraint-missing-not-valid"]
+    assert rules_of(analyze_sql(inline_unique, sizes=SIZES)) == ["disallowed-unique-constraint"]
+    two_steps = ("ALTER TABLE hrms.payroll_payslipline ADD COLUMN employee_id bigint;\n"
+                 "ALTER TABLE hrms.payroll_payslipline ADD CONSTRAINT payslipline_employee_fkey FOREIGN KEY (employee_id) "
+                 "REFERENCES hrms.employees_employee (id) NOT VALID;")
+    assert rules_of(analyze_sql(two_steps, sizes=SIZES)) == []

@@ -34,6 +34,18 @@ def column_constraints(column_def: dict) -> list[dict]:
     return [c["Constraint"] for c in column_def.get("constraints", ()) if "Constraint" in c]
 
 
+def added_constraints(stmt: dict):
+    """Every constraint an ALTER TABLE adds, as (command, constraint): `ADD CONSTRAINT ...` and the
+    ones written inline in `ADD COLUMN ... REFERENCES / CHECK / UNIQUE / PRIMARY KEY`."""
+    for cmd in alter_commands(stmt):
+        subtype = cmd.get("subtype")
+        if subtype == "AT_AddConstraint":
+            yield cmd, cmd.get("def", {}).get("Constraint", {})
+        elif subtype == "AT_AddColumn":
+            for con in column_constraints(cmd.get("def", {}).get("ColumnDef", {})):
+                yield cmd, con
+
+
 def location(*nodes: dict | None, default: int) -> int:
     """The first real location among the nodes (pglast's -1 / absent means unknown)."""
     for node in nodes:

@@ -4,17 +4,9 @@ from hrms_pipelines.migrations.check.rules import _sql
 
 def check(stmt, state):
     table = _sql.relation(stmt.node.get("relation"))
-    for cmd in _sql.alter_commands(stmt.node):
-        subtype = cmd.get("subtype")
-        if subtype == "AT_AddConstraint":
-            constraints = [cmd.get("def", {}).get("Constraint", {})]
-        elif subtype == "AT_AddColumn":
-            constraints = _sql.column_constraints(cmd.get("def", {}).get("ColumnDef", {}))
-        else:
-            continue
-        for con in constraints:
-            if con.get("contype") == "CONSTR_PRIMARY" and not con.get("indexname") and (tier := state.tier(table)):
-                yield Hit(_sql.location(con, default=stmt.start), f"PRIMARY KEY on {state.size_note(table)}.", tier)
+    for _cmd, con in _sql.added_constraints(stmt.node):
+        if con.get("contype") == "CONSTR_PRIMARY" and not con.get("indexname") and (tier := state.tier(table)):
+            yield Hit(_sql.location(con, default=stmt.start), f"PRIMARY KEY on {state.size_note(table)}.", tier)
 
 
 RULE = Rule(

@@ -6,18 +6,10 @@ INDEX_BUILDING = {"CONSTR_UNIQUE": "UNIQUE", "CONSTR_EXCLUSION": "EXCLUDE"}
 
 def check(stmt, state):
     table = _sql.relation(stmt.node.get("relation"))
-    for cmd in _sql.alter_commands(stmt.node):
-        subtype = cmd.get("subtype")
-        if subtype == "AT_AddConstraint":
-            constraints = [cmd.get("def", {}).get("Constraint", {})]
-        elif subtype == "AT_AddColumn":
-            constraints = _sql.column_constraints(cmd.get("def", {}).get("ColumnDef", {}))
-        else:
-            continue
-        for con in constraints:
-            kind = INDEX_BUILDING.get(con.get("contype"))
-            if kind and not con.get("indexname") and (tier := state.tier(table)):
-                yield Hit(_sql.location(con, default=stmt.start), f"{kind} on {state.size_note(table)}.", tier)
+    for _cmd, con in _sql.added_constraints(stmt.node):
+        kind = INDEX_BUILDING.get(con.get("contype"))
+        if kind and not con.get("indexname") and (tier := state.tier(table)):
+            yield Hit(_sql.location(con, default=stmt.start), f"{kind} on {state.size_note(table)}.", tier)
 
 
 RULE = Rule(
