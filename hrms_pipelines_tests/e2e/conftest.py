@@ -1,5 +1,5 @@
 """End-to-end fixtures: Debian's Chromium driven by Playwright, and one `dagster dev` (webserver +
-daemon) for the e2e session on a fresh migrated HR database and its own Dagster storage database,
+daemon) for the e2e package on a fresh migrated HR database and its own Dagster storage database,
 both on the test server. Nothing touches the developer's .hrms databases; nothing is left running.
 
 Chromium is /usr/bin/chromium (`apt-get install chromium`; `.ci/run` installs it), or the path in
@@ -42,7 +42,7 @@ def chromium_executable() -> str:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_dirs(tmp_path_factory) -> dict[str, Path]:
     """The import folders the UI runs read: the sample company, and a copy with one bad row."""
     root = tmp_path_factory.mktemp("e2e")
@@ -55,7 +55,7 @@ def e2e_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "sample": sample, "bad": bad}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_database_url(pg_admin_url: str, migrated_template: str) -> Iterator[str]:
     """The HR database behind the UI: every migration applied, nothing imported."""
     name = create_database(pg_admin_url, template=migrated_template, prefix="e2e")
@@ -63,9 +63,10 @@ def e2e_database_url(pg_admin_url: str, migrated_template: str) -> Iterator[str]
     drop_database(pg_admin_url, name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dagster_ui(chromium_executable, cli_base_env, pg_admin_url, e2e_database_url, e2e_dirs) -> Iterator[dagster_ui_server.DagsterUI]:
-    """`dagster dev -w workspace.yaml -h 127.0.0.1 -p <free port>`, once for the e2e session (~20 s to boot)."""
+    """`dagster dev -w workspace.yaml -h 127.0.0.1 -p <free port>`, once for the e2e tests (~20 s to boot),
+    stopped when they are done (not at the end of the whole suite)."""
     storage_name = create_database(pg_admin_url, prefix="dagster_e2e")   # the UI shows only these tests' runs
     socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
     env = dagster_ui_server.environment(
@@ -86,7 +87,7 @@ def dagster_ui(chromium_executable, cli_base_env, pg_admin_url, e2e_database_url
     assert not ui.needed_sigkill, f"Ctrl-C did not stop dagster dev within {dagster_ui_server.STOP_TIMEOUT}s"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_executable) -> Iterator[Browser]:
     with launch_chromium(chromium_executable) as launched:
         yield launched
