@@ -164,4 +164,5 @@ def test_a_bad_row_fails_the_blocking_check_and_later_stages_do_not_run(page, da
     screenshot(page, "03_bad_row_check_in_asset_page")
     page.get_by_text("[Show Markdown]").first.click()   # the offending rows, as a table
     expect(page.get_by_text("level 7 is missing").first).to_be_visible()
+    page.wait_for_timeout(800)   # let the table's dialog finish fading in before the picture
     screenshot(page, "03_bad_row_offending_rows")
