@@ -20,6 +20,13 @@ from hrms_pipelines.imports import jobs as import_jobs, schedules as import_sche
 from hrms_pipelines.imports.options import RESOURCE_KEY as IMPORT_OPTIONS_KEY, ImportOptions
 
 
+def import_options() -> ImportOptions:
+    """Run-config defaults of the imports; HRMS_IMPORT_CREATE_USERS=true makes create_users the default
+    (what a UI launch gets without opening the launchpad)."""
+    create_users = os.environ.get(settings.IMPORT_CREATE_USERS_ENV, "").strip().lower() in ("1", "true", "yes")
+    return ImportOptions(create_users=create_users)
+
+
 def hr_database() -> HrmsDatabase:
     """HRMS_DATABASE_URL when it is set; otherwise the embedded PostgreSQL under .hrms/."""
     if os.environ.get(settings.DATABASE_URL_ENV):
@@ -62,7 +69,7 @@ defs = dg.Definitions(
     ],
     resources={
         "hrms_db": hr_database(),
-        IMPORT_OPTIONS_KEY: ImportOptions(),
+        IMPORT_OPTIONS_KEY: import_options(),
         "alert_notifier": alerts.notifier_from_environment(),
     },
     # Every step of a run talks to the same database and most hold one transaction: one process

@@ -4,6 +4,7 @@ What `make demo`, `make dev` and the README's commands go through. For whatever 
 - HRMS_DATABASE_URL: the `hrms` database on the embedded PostgreSQL under .hrms/pgdata
 - DAGSTER_PG_URL: a separate `dagster` database on the same server (Dagster's runs and event logs)
 - DAGSTER_HOME: .hrms/dagster_home, holding a link to the project's dagster.yaml
+- HRMS_IMPORT_CREATE_USERS=true when HRMS_IMPORT_DIR is unset (the bundled sample needs it)
 The embedded server stops when the command ends (Ctrl-C included), unless another process uses it.
 """
 
@@ -30,6 +31,10 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
         env[settings.DATABASE_URL_ENV] = embedded.hr_database_url()
     if not env.get(settings.DAGSTER_PG_URL_ENV):
         env[settings.DAGSTER_PG_URL_ENV] = embedded.dagster_storage_url()
+    if not env.get(settings.IMPORT_DIR_ENV):
+        # The bundled sample company names its leaders in the org files before the users file
+        # brings them: with its files, "Materialize all" in the UI should just work.
+        env.setdefault(settings.IMPORT_CREATE_USERS_ENV, "true")
     if not env.get("DAGSTER_HOME"):
         dagster_home = home / "dagster_home"
         dagster_home.mkdir(exist_ok=True)

@@ -30,6 +30,7 @@ MIGRATIONS_DIR_ENV = "HRMS_MIGRATIONS_DIR"
 IMPORT_DIR_ENV = "HRMS_IMPORT_DIR"
 BACKUP_DIR_ENV = "HRMS_BACKUP_DIR"
 ENVIRONMENT_ENV = "HRMS_ENV"
+IMPORT_CREATE_USERS_ENV = "HRMS_IMPORT_CREATE_USERS"
 
 # The PostgreSQL schema that holds every HR table, and the one that holds the migration ledger.
 HR_SCHEMA = "hrms"
