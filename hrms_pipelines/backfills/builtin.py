@@ -49,7 +49,7 @@ def register_builtin(target: BackfillRegistry) -> None:
         description="Fill payroll_payslipline.line_total (added nullable by payroll/0003) with amount x quantity, "
                     "step 2 of the playbook's add-a-NOT-NULL-column pattern on a table of millions of rows.",
         pending="line_total IS NULL",
-        defaults=Options(batch_size=5000, sleep_seconds=0.05, target_batch_ms=200, max_batch_size=100_000),
+        defaults=Options(batch_size=5000, sleep_seconds=0.04, target_batch_ms=150, max_batch_size=100_000),
     )
     def compute_payslipline_line_total(batch: Batch) -> int:
         return batch.update("line_total = round(amount * quantity, 2)")
