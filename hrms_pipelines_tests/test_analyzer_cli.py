@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import psycopg
-import pytest
 
 from hrms_pipelines.migrations import files
 from hrms_pipelines.migrations.check import Options, Severity, TableSizes, analyze_migrations, analyze_paths, analyze_sql

@@ -12,7 +12,6 @@ import time
 import dagster as dg
 import psycopg
 import pytest
-import yaml
 
 from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.backfills.registry import registry

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import yaml
 
 from hrms_pipelines import settings

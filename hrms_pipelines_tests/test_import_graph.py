@@ -1,15 +1,12 @@
 """The whole import graph on the sample company, through Dagster: materialize, checks, re-import,
 dry run, the nightly schedule, and `dagster job execute` in a subprocess."""
 
-import hashlib
 import subprocess
 
 import dagster as dg
 import psycopg
-import pytest
 
 from hrms_pipelines.imports import assets, checks, options as import_options, schedules
-from hrms_pipelines.imports.jobs import hrms_import
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines import settings
 

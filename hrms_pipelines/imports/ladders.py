@@ -83,7 +83,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     for kind in ("aspect", "level"):
         if kind not in wanted:
             continue
-        sql_rejects(ctx, info.name, f"""
+        sql_rejects(ctx, info.name, """
             SELECT d.row_number, 'ladder_code', d.ladder_code,
                    'unknown ladder (not in the database' || CASE WHEN %s THEN ' nor among this file''s ladder rows' ELSE
                    '; ladder rows of this file are not imported with this section selection' END || ')'

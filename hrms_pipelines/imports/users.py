@@ -87,7 +87,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
 
     force = ctx.options.force_update
     # The rows whose values this import applies: new users, placeholders, and everyone with force_update.
-    conn.execute(f"ALTER TABLE u ADD COLUMN applies boolean")
+    conn.execute("ALTER TABLE u ADD COLUMN applies boolean")
     conn.execute("UPDATE u SET applies = existing_id IS NULL OR placeholder OR %s", [force])
     sql_rejects(ctx, f, """
         WITH RECURSIVE edges AS (

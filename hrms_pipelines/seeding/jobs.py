@@ -13,7 +13,7 @@ from hrms_pipelines import settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase
 from hrms_pipelines.seeding import fixtures, loader
-from hrms_pipelines.seeding.assets import SEED_ASSET, SeedConfig, result_metadata
+from hrms_pipelines.seeding.assets import SEED_ASSET, result_metadata
 from hrms_pipelines.seeding.fixtures import FixtureError
 
 seed_reference_data = dg.define_asset_job(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pglast import parser as pg_parser
 
 from hrms_pipelines.migrations.check import rules as rule_registry
-from hrms_pipelines.migrations.check.model import FileState, Finding, Hit, Rule, Severity, Statement
+from hrms_pipelines.migrations.check.model import FileState, Finding, Rule, Severity, Statement
 from hrms_pipelines.migrations.check.rules import _sql
 
 ALLOW = re.compile(r"--[ \t]*hrms:allow\b(?P<body>[^\n]*)")
