@@ -1,12 +1,7 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
-from hrms_pipelines.migrations.check.rules._locking import takes_locks
+from hrms_pipelines.migrations.check.model import Rule, Severity
+from hrms_pipelines.migrations.check.rules._locking import first_lock_without
 
-
-def check(stmt, state):
-    if state.lock_timeout or "lock_timeout" in state.reported or not takes_locks(stmt):
-        return
-    state.reported.add("lock_timeout")
-    yield Hit(stmt.start, "First lock-taking statement without one; reported once per file.")
+check = first_lock_without("lock_timeout")
 
 
 RULE = Rule(
