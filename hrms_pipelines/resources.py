@@ -30,11 +30,15 @@ def sqlalchemy_url(url: str) -> sa.URL:
 
 
 def redact(url: str) -> str:
-    """The URL with its password masked: what may appear in logs and metadata."""
+    """The URL as a person would type it, with any password masked: what may appear in logs and metadata."""
     try:
-        return sqlalchemy_url(url).render_as_string(hide_password=True)
+        parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         return "<unparsable database URL>"
+    user = (parsed.username or "") + (":***" if parsed.password else "")
+    host = (parsed.host or "") + (f":{parsed.port}" if parsed.port else "")
+    query = "&".join(f"{k}={v}" for k, v in parsed.query.items() if k != "password")
+    return f"postgresql://{user}{'@' if user else ''}{host}/{parsed.database or ''}" + (f"?{query}" if query else "")
 
 
 def engine_for(url: str) -> sa.Engine:

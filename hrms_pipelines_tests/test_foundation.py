@@ -61,7 +61,9 @@ def test_every_hr_table_is_granted_to_the_import_role(hrms_db):
 
 def test_credentials_never_appear_in_the_displayed_url():
     assert redact("postgresql://hr_admin:s3cret@db.example.org:5432/hrms") == \
-        "postgresql+psycopg://hr_admin:***@db.example.org:5432/hrms"
+        "postgresql://hr_admin:***@db.example.org:5432/hrms"
+    assert redact("postgresql://postgres:@/hrms?host=/srv/hrms/pgdata") == "postgresql://postgres@/hrms?host=/srv/hrms/pgdata"
+    assert "s3cret" not in redact("postgresql:///hrms?host=/tmp&user=hr&password=s3cret")
     db = HrmsDatabase(url="postgresql://hr_admin:s3cret@db.example.org/hrms")
     assert "s3cret" not in db.display_url()
 
