@@ -22,9 +22,9 @@ The scratch databases are dropped at the end.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -94,33 +94,42 @@ def fill(url: str, rows: int) -> None:
         conn.execute("VACUUM (ANALYZE) hrms.payroll_payslip")
 
 
-class ShortQueries(threading.Thread):
-    """Point queries on the table from their own connection, every `pause` seconds, until stopped."""
+def _sample_short_queries(url: str, max_id: int, max_slip: int, pause: float, stop, results) -> None:
+    rnd = random.Random(7)
+    latencies: list[float] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            if rnd.random() < 0.5:
+                query, arg = "SELECT amount, line_total FROM hrms.payroll_payslipline WHERE id = %s", rnd.randint(1, max_id)
+            else:
+                query, arg = ("SELECT count(*), sum(amount) FROM hrms.payroll_payslipline WHERE payslip_id = %s",
+                              rnd.randint(1, max_slip))
+            started = time.perf_counter()
+            conn.execute(query, [arg]).fetchall()
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(pause)
+    results.put(latencies)
+
+
+class ShortQueries:
+    """Point queries on the table from their own connection in their own process (as the
+    application's would come), every `pause` seconds, until stopped. A thread of this process would
+    also measure waits for the GIL while the backfill's Python code runs (5 ms switch interval)."""
 
     def __init__(self, url: str, max_id: int, max_slip: int, pause: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.url, self.max_id, self.max_slip, self.pause = url, max_id, max_slip, pause
-        self.latencies_ms: list[float] = []
-        self.stop_event = threading.Event()
+        context = multiprocessing.get_context("fork")
+        self._stop, self._results = context.Event(), context.Queue()
+        self._process = context.Process(target=_sample_short_queries, daemon=True,
+                                        args=(url, max_id, max_slip, pause, self._stop, self._results))
 
-    def run(self) -> None:
-        rnd = random.Random(7)
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self.stop_event.is_set():
-                if rnd.random() < 0.5:
-                    query, arg = "SELECT amount, line_total FROM hrms.payroll_payslipline WHERE id = %s", rnd.randint(1, self.max_id)
-                else:
-                    query, arg = ("SELECT count(*), sum(amount) FROM hrms.payroll_payslipline WHERE payslip_id = %s",
-                                  rnd.randint(1, self.max_slip))
-                started = time.perf_counter()
-                conn.execute(query, [arg]).fetchall()
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
-                time.sleep(self.pause)
+    def start(self) -> None:
+        self._process.start()
 
     def stop(self) -> list[float]:
-        self.stop_event.set()
-        self.join()
-        return self.latencies_ms
+        self._stop.set()
+        latencies = self._results.get()
+        self._process.join()
+        return latencies
 
 
 class PrintLog:
