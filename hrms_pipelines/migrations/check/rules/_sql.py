@@ -34,6 +34,13 @@ def column_constraints(column_def: dict) -> list[dict]:
     return [c["Constraint"] for c in column_def.get("constraints", ()) if "Constraint" in c]
 
 
+def added_columns(stmt: dict):
+    """Every column definition an ALTER TABLE adds (`ADD COLUMN ...`)."""
+    for cmd in alter_commands(stmt):
+        if cmd.get("subtype") == "AT_AddColumn":
+            yield cmd.get("def", {}).get("ColumnDef", {})
+
+
 def added_constraints(stmt: dict):
     """Every constraint an ALTER TABLE adds, as (command, constraint): `ADD CONSTRAINT ...` and the
     ones written inline in `ADD COLUMN ... REFERENCES / CHECK / UNIQUE / PRIMARY KEY`."""

@@ -22,10 +22,7 @@ def _rewrite_reason(column: dict) -> tuple[str, int] | None:
 
 def check(stmt, state):
     table = _sql.relation(stmt.node.get("relation"))
-    for cmd in _sql.alter_commands(stmt.node):
-        if cmd.get("subtype") != "AT_AddColumn":
-            continue
-        column = cmd.get("def", {}).get("ColumnDef", {})
+    for column in _sql.added_columns(stmt.node):
         found = _rewrite_reason(column)
         if found and (tier := state.tier(table)):
             reason, loc = found

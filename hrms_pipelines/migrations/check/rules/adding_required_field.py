@@ -4,10 +4,7 @@ from hrms_pipelines.migrations.check.rules import _sql
 
 def check(stmt, state):
     table = _sql.relation(stmt.node.get("relation"))
-    for cmd in _sql.alter_commands(stmt.node):
-        if cmd.get("subtype") != "AT_AddColumn":
-            continue
-        column = cmd.get("def", {}).get("ColumnDef", {})
+    for column in _sql.added_columns(stmt.node):
         types = {c.get("contype") for c in _sql.column_constraints(column)}
         if "CONSTR_NOTNULL" in types and not types & {"CONSTR_DEFAULT", "CONSTR_GENERATED", "CONSTR_IDENTITY"}:
             if tier := state.tier(table):
