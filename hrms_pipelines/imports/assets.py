@@ -53,7 +53,9 @@ def _selected_stages(context, from_stage: Stage) -> list[Stage]:
     return [s for s in STAGES[start:] if not selection or import_key(s) in selection]
 
 
-def _dry_run(context, hrms_db: HrmsDatabase, options: ImportOptions, from_stage: Stage) -> None:
+def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from_stage: Stage) -> None:
+    """The dry run: every selected stage from `from_stage` on in one transaction, rolled back; the
+    report goes to the log and to asset observations. Used by the assets and by hrms_import_dry_run."""
     stages = _selected_stages(context, from_stage)
     context.log.info(f"dry run of {', '.join(s.name for s in stages)}: one transaction, rolled back at the end; "
                      "no backup, no materialization")
@@ -98,7 +100,7 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
     def backup_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
         options = hrms_import_options
         if options.dry_run:
-            _dry_run(context, hrms_db, options, stage)
+            rehearse_stages(context, hrms_db, options, stage)
             return
         if not options.backup:
             context.log.warning(f"backup of the {stage.name} stage disabled by run config (backup: false)")
@@ -139,7 +141,7 @@ def make_import_asset(stage: Stage):
     def import_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
         options = hrms_import_options
         if options.dry_run:
-            _dry_run(context, hrms_db, options, stage)
+            rehearse_stages(context, hrms_db, options, stage)
             return
         log = _log(context, options, stage.name)
         try:
