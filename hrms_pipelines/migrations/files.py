@@ -12,7 +12,6 @@ Within an app each migration depends on the one before it.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 import re
 from dataclasses import dataclass, field
@@ -41,15 +40,22 @@ class MigrationFile:
     path: Path
 
     @cached_property
+    def data(self) -> bytes:
+        """The file's bytes, read once: the checksum, the text and the analyzer see the same ones."""
+        return self.path.read_bytes()
+
+    @cached_property
     def text(self) -> str:
         try:
-            return self.path.read_bytes().decode("utf-8-sig")
+            return self.data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise MigrationError(f"{self.path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
 
     @cached_property
     def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        import hashlib  # here, not at the top: the analyzer's CLI never needs it
+
+        return hashlib.sha256(self.data).hexdigest()
 
     def header_lines(self) -> list[str]:
         lines = []

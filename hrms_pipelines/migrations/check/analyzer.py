@@ -110,10 +110,11 @@ def mode_of(data: bytes, *, standalone: bool = False) -> str:
     return engine.RUNNER_TRANSACTIONAL
 
 
-def _read(path: Path) -> bytes:
+def _read(source: Path | files.MigrationFile) -> bytes:
     try:
-        return path.read_bytes()
+        return source.data if isinstance(source, files.MigrationFile) else source.read_bytes()
     except OSError as exc:
+        path = source.path if isinstance(source, files.MigrationFile) else source
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
@@ -141,7 +142,7 @@ def analyze_migrations(
     pending_tables: set[str] = set()
     for migration in migrations:
         wanted = (selected is None or migration.key in selected) and (options.app is None or migration.app == options.app)
-        data = _read(migration.up.path)
+        data = _read(migration.up)
         mode = mode_of(data, standalone=options.standalone)
         new_tables = pending_tables if applied is not None else set()
         result = engine.analyze_text(_display(migration.up.path), data, mode=mode, sizes=sizes, catalog=catalog,
@@ -160,7 +161,7 @@ def analyze_migrations(
             ))
         found = engine.finalize(result, file_findings=file_findings, report_unused=applied is None).findings
         if migration.down is not None:
-            down_data = _read(migration.down.path)
+            down_data = _read(migration.down)
             down = engine.analyze_text(_display(migration.down.path), down_data,
                                        mode=mode_of(down_data, standalone=options.standalone), sizes=sizes,
                                        catalog=catalog, new_tables=new_tables | result.created_tables,
