@@ -221,12 +221,16 @@ def _after_clause(plan: Plan, after: int | None) -> sql.Composable:
 
 def count_pending(conn: psycopg.Connection, plan: Plan, after: int | None) -> int | None:
     """Rows after key `after` (all rows when None) that still need the change; None when the count
-    does not finish within COUNT_TIMEOUT (a huge table under load)."""
+    does not finish within COUNT_TIMEOUT (a huge table under load).
+
+    The count runs on one core: a parallel scan of a large table would take every core of the
+    database server for its duration, which is what a throttled backfill exists to avoid."""
     query = sql.SQL("SELECT count(*) FROM {table} WHERE {after} AND ({pending})").format(
         table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
     try:
         with conn.transaction():
             set_local_timeouts(conn, statement_timeout=COUNT_TIMEOUT)
+            conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             return conn.execute(query, {**plan.bind, "_after": after}).fetchone()[0]
     except psycopg.errors.QueryCanceled:
         return None
