@@ -63,16 +63,21 @@ def drop_database(url: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def copy_file(conn: psycopg.Connection, path: Path) -> int:
+    """Stream the CSV file into bench_history_bare in 1 MiB blocks; returns the rows copied."""
+    with conn.cursor() as cur:
+        with cur.copy("COPY bench_history_bare FROM STDIN (FORMAT csv, HEADER true)") as copy, path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                copy.write(block)
+        return cur.rowcount
+
+
 def raw_copy(url: str, path: Path) -> tuple[int, float]:
     with psycopg.connect(url) as conn:
         conn.execute(BARE)
         conn.commit()
         started = time.perf_counter()
-        with conn.cursor() as cur:
-            with cur.copy("COPY bench_history_bare FROM STDIN (FORMAT csv, HEADER true)") as copy, path.open("rb") as handle:
-                while block := handle.read(1 << 20):
-                    copy.write(block)
-            rows = cur.rowcount
+        rows = copy_file(conn, path)
         conn.commit()
         seconds = time.perf_counter() - started
         conn.execute("DROP TABLE bench_history_bare")
@@ -96,10 +101,7 @@ def copy_then_upsert(url: str, path: Path) -> float:
         conn.commit()
         started = time.perf_counter()
         conn.execute(BARE.replace("CREATE TABLE", "CREATE TEMP TABLE"))
-        with conn.cursor() as cur:
-            with cur.copy("COPY bench_history_bare FROM STDIN (FORMAT csv, HEADER true)") as copy, path.open("rb") as handle:
-                while block := handle.read(1 << 20):
-                    copy.write(block)
+        copy_file(conn, path)
         conn.execute("INSERT INTO bench_history_upsert (email, event_type, event_date, summary, ladder_code, level_number, "
                      "previous_level_number, title, pay_band, salary, previous_salary, currency, notes) "
                      "SELECT * FROM bench_history_bare ON CONFLICT DO NOTHING")
@@ -146,10 +148,7 @@ def schema_floor(url: str, path: Path) -> float:
     with psycopg.connect(url) as conn:
         conn.execute(BARE)
         started = time.perf_counter()
-        with conn.cursor() as cur:
-            with cur.copy("COPY bench_history_bare FROM STDIN (FORMAT csv, HEADER true)") as copy, path.open("rb") as handle:
-                while block := handle.read(1 << 20):
-                    copy.write(block)
+        copy_file(conn, path)
         conn.execute(SCHEMA_FLOOR)
         seconds = time.perf_counter() - started
         conn.rollback()
