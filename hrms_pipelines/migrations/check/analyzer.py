@@ -110,12 +110,11 @@ def mode_of(data: bytes, *, standalone: bool = False) -> str:
     return engine.RUNNER_TRANSACTIONAL
 
 
-def _read(source: Path | files.MigrationFile) -> bytes:
+def _read(file: files.MigrationFile) -> bytes:
     try:
-        return source.data if isinstance(source, files.MigrationFile) else source.read_bytes()
+        return file.data
     except OSError as exc:
-        path = source.path if isinstance(source, files.MigrationFile) else source
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise UsageError(f"{file.path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def _display(path: Path) -> str:
@@ -177,7 +176,7 @@ def analyze_migrations(
 def analyze_script(path: Path, *, sizes: TableSizes, options: Options | None = None) -> Report:
     """A .sql file outside the migrations layout: a standalone script (no runner around it)."""
     options = options or Options()
-    result = engine.analyze_text(_display(path), _read(path), mode=engine.STANDALONE, sizes=sizes)
+    result = engine.analyze_text(_display(path), _read(files.MigrationFile(path)), mode=engine.STANDALONE, sizes=sizes)
     return Report(findings=engine.finalize(result).findings, files=[result.path], strict=options.strict)
 
 
