@@ -14,6 +14,7 @@ import dagster as dg
 
 from hrms_pipelines.migrations import files
 from hrms_pipelines.migrations.check import Options, Report, analyze_migrations
+from hrms_pipelines.migrations.check.analyzer import applied_keys
 from hrms_pipelines.migrations.check.sizes import TableSizes
 
 
@@ -46,16 +47,14 @@ class Verdict:
         return "\n".join(lines)
 
 
-def check_pending(pending: list[files.Migration], *, strict: bool, database, log) -> Verdict:
+def check_pending(migrations: list[files.Migration], pending: list[files.Migration], *, strict: bool, database,
+                  log) -> Verdict:
+    """`migrations`: every migration, in order (earlier ones teach the analyzer); `pending`: those judged."""
     if not pending:
         return Verdict()
-    root = pending[0].up.path.parent.parent
-    migrations = files.discover(root)
     with database.connection(autocommit=True) as conn:
-        from hrms_pipelines.migrations import runner
-
         sizes = TableSizes.load(conn=conn)
-        applied = set(runner.read_ledger(conn))
+        applied = applied_keys(conn)
     report = analyze_migrations(migrations, sizes=sizes, selected={m.key for m in pending}, applied=applied,
                                 options=Options(strict=strict))
     if report.findings:

@@ -74,8 +74,9 @@ def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfi
 
 @dg.op(description="Run the migration safety analyzer over the pending files; refuse failing findings.")
 def check_migration_safety(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> MigrationPlan:
-    pending = _by_label(_migrations(plan.settings["migrations_dir"]), plan.pending)
-    verdict = gate.check_pending(pending, strict=plan.settings["strict"], database=hrms_db, log=context.log)
+    migrations = _migrations(plan.settings["migrations_dir"])
+    verdict = gate.check_pending(migrations, _by_label(migrations, plan.pending), strict=plan.settings["strict"],
+                                 database=hrms_db, log=context.log)
     context.add_output_metadata(verdict.metadata())
     if verdict.refused:
         message = verdict.refusal_message()
