@@ -32,7 +32,6 @@ STANDALONE = "standalone"
 class Catalog:
     """What earlier migration files left behind, learned from their statements in run order."""
 
-    created_by: dict[str, str] = field(default_factory=dict)  # table -> migration label
     partitioned: set[str] = field(default_factory=set)
     index_table: dict[str, str] = field(default_factory=dict)  # index name -> its table
     not_null_checks: set[tuple[str, str]] = field(default_factory=set)  # validated CHECK (col IS NOT NULL)
@@ -167,9 +166,8 @@ def analyze_text(
         sizes=sizes, new_tables=set(new_tables or ()), catalog=catalog,
         in_transaction=mode == RUNNER_TRANSACTIONAL,
         lock_timeout=mode != STANDALONE, statement_timeout=mode != STANDALONE,
-        runner_transaction=mode == RUNNER_TRANSACTIONAL, down=down,
+        runner_transaction=mode == RUNNER_TRANSACTIONAL,
     )
-    state.statement_count = len(statements)
     dispatch = rule_registry.BY_NODE_TYPE
     everywhere = rule_registry.EVERY_STATEMENT
     for stmt in statements:
@@ -209,7 +207,6 @@ def _apply_effects(stmt: Statement, state: FileState, catalog: Catalog, mode: st
         table = _sql.relation(node.get("relation"))
         state.new_tables.add(table)
         if learn:
-            catalog.created_by.setdefault(table, "")
             if node.get("partspec"):
                 catalog.partitioned.add(table)
             for element in node.get("tableElts", ()):

@@ -90,7 +90,6 @@ class FileState:
     lock_timeout: bool
     statement_timeout: bool
     runner_transaction: bool  # the runner wraps the whole file in one transaction
-    down: bool = False
     # constraints added NOT VALID in the current transaction: (table, name)
     not_valid_in_transaction: set[tuple[str, str]] = field(default_factory=set)
     # tables with a VALIDATE CONSTRAINT in this file whose ADD is not in this file (squawk's
@@ -101,7 +100,6 @@ class FileState:
     # validated in this file
     pending_not_null: dict[tuple[str, str], str] = field(default_factory=dict)
     validated_here: set[tuple[str, str]] = field(default_factory=set)
-    statement_count: int = 0
     reported: set[str] = field(default_factory=set)  # report-once rules already reported
 
     def is_new(self, table: str) -> bool:
