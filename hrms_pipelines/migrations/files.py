@@ -57,6 +57,11 @@ class MigrationFile:
 
         return hashlib.sha256(self.data).hexdigest()
 
+    @cached_property
+    def transactional(self) -> bool:
+        """False when the header says `-- hrms:non-transactional`."""
+        return not any(NON_TRANSACTIONAL_MARKER.match(line) for line in self.header_lines())
+
     def header_lines(self) -> list[str]:
         lines = []
         for line in self.text.splitlines():
@@ -101,11 +106,19 @@ class Migration:
 
     @property
     def transactional(self) -> bool:
-        return not any(NON_TRANSACTIONAL_MARKER.match(line) for line in self.up.header_lines())
+        return self.up.transactional
 
-    def down_transactional(self) -> bool:
-        assert self.down is not None
-        return not any(NON_TRANSACTIONAL_MARKER.match(line) for line in self.down.header_lines())
+    @property
+    def down_path(self) -> Path:
+        """Where the down file is, or would be."""
+        return self.up.path.with_name(self.up.path.name.replace(".up.sql", ".down.sql"))
+
+
+def check_app(migrations: list[Migration], app: str | None) -> None:
+    """Refuse an app name that no migration belongs to, naming the apps there are."""
+    apps = {m.app for m in migrations}
+    if app is not None and app not in apps:
+        raise MigrationError(f"unknown app {app!r}; apps: {', '.join(sorted(apps))}")
 
 
 def _parse_refs(migration_path: Path, raw: str) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from pglast.enums import ObjectType
 from pglast.visitors import Visitor
 
 from hrms_pipelines import locks, settings
-from hrms_pipelines.migrations.files import Migration, MigrationError, Statement
+from hrms_pipelines.migrations.files import Migration, MigrationError, Statement, check_app
 
 LEDGER = f"{settings.META_SCHEMA}.migration_ledger"
 DEFAULT_LOCK_TIMEOUT = "10s"
@@ -133,8 +133,7 @@ def plan(migrations: Sequence[Migration], ledger: dict[tuple[str, str], LedgerRo
             "refusing to run: an applied migration file changed since it was applied "
             "(write a new migration instead of editing an applied one): " + "; ".join(changed)
         )
-    if app is not None and app not in {m.app for m in migrations}:
-        raise MigrationError(f"unknown app {app!r}; apps: {', '.join(sorted({m.app for m in migrations}))}")
+    check_app(migrations, app)
     pending = [m for m in migrations if m.key not in ledger]
     if app is None:
         return pending
@@ -304,12 +303,10 @@ def revert_plan(
 
     `target` is a version of the app ("0003"), or "zero" to revert all of it.
     """
-    apps = {m.app for m in migrations}
+    check_app(migrations, app)
     if app is None:
         if target != "zero":
             raise MigrationError("reverting every app needs target 'zero'; name an app to revert to a version")
-    elif app not in apps:
-        raise MigrationError(f"unknown app {app!r}; apps: {', '.join(sorted(apps))}")
     elif target != "zero" and (app, target) not in {m.key for m in migrations}:
         versions = ", ".join(m.version for m in migrations if m.app == app)
         raise MigrationError(f"unknown target {app}/{target}: {app} has versions {versions} (or use 'zero')")
@@ -332,7 +329,7 @@ def revert_plan(
     for m in doomed:
         if not m.reversible:
             raise MigrationError(
-                f"refusing to revert: {m.label} has no down file ({m.up.path.with_name(m.up.path.name.replace('.up.sql', '.down.sql'))}), "
+                f"refusing to revert: {m.label} has no down file ({m.down_path}), "
                 "so it is irreversible; nothing was reverted. Restore from a backup or point-in-time recovery instead."
             )
     return doomed
@@ -356,7 +353,7 @@ def revert(
         for migration in doomed:
             assert migration.down is not None
             log(f"reverting {migration.label}")
-            if migration.down_transactional():
+            if migration.down.transactional:
                 with conn.transaction():
                     _set_local_timeouts(conn, timeouts)
                     _execute_file(conn, migration.down, timeouts, transactional=True)

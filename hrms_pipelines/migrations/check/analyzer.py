@@ -153,10 +153,9 @@ def analyze_migrations(
         file_findings = []
         if migration.down is None:
             rule = engine_rules.IRREVERSIBLE_MIGRATION
-            expected = migration.up.path.with_name(migration.up.path.name.replace(".up.sql", ".down.sql"))
             file_findings.append(Finding(
                 path=result.path, line=1, column=1, rule=rule.id, severity=rule.severity,
-                message=f"{rule.why} Expected {expected.name}.", fix=rule.fix,
+                message=f"{rule.why} Expected {migration.down_path.name}.", fix=rule.fix,
             ))
         found = engine.finalize(result, file_findings=file_findings, report_unused=applied is None).findings
         if migration.down is not None:
@@ -214,7 +213,7 @@ def analyze_paths(
     options = options or Options()
     migrations_dir = (migrations_dir or settings.migrations_dir()).resolve()
     sizes = TableSizes.load(reference=options.sizes_file, conn=conn, threshold=options.threshold)
-    applied = _applied(conn) if conn is not None else None
+    applied = applied_keys(conn) if conn is not None else None
 
     roots: dict[Path, set[tuple[str, str]] | None] = {}
     scripts: list[Path] = []
@@ -222,7 +221,7 @@ def analyze_paths(
         path = Path(raw).resolve()
         if not path.exists():
             raise UsageError(f"{raw}: no such file or folder")
-        if path == migrations_dir or (path.is_dir() and path.resolve() == migrations_dir):
+        if path == migrations_dir:
             roots[path] = None
             continue
         root = _migration_root(path)
@@ -245,10 +244,9 @@ def analyze_paths(
     for root, keys in roots.items():
         try:
             migrations = files.discover(root)
+            files.check_app(migrations, options.app)
         except files.MigrationError as exc:
             raise UsageError(str(exc)) from exc
-        if options.app is not None and options.app not in {m.app for m in migrations}:
-            raise UsageError(f"unknown app {options.app!r}; apps: {', '.join(sorted({m.app for m in migrations}))}")
         selected = None
         if keys is not None:
             apps = {name for marker, name in keys if marker == "*app*"}
@@ -263,7 +261,8 @@ def analyze_paths(
     return report
 
 
-def _applied(conn) -> set[tuple[str, str]]:
+def applied_keys(conn) -> set[tuple[str, str]]:
+    """(app, version) of every migration in the database's ledger."""
     from hrms_pipelines.migrations import runner
 
     return set(runner.read_ledger(conn))
