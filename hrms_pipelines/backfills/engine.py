@@ -362,7 +362,9 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
 
     if dry_run:
         result.would_change = count_pending(conn, plan, after)
-        result.rows_left = rows_left(conn, plan, after)
+        # rows_left runs the same count unless a backfill with a predicate resumes after a checkpoint
+        same_count = after is None or plan.pending is None
+        result.rows_left = result.would_change if same_count else rows_left(conn, plan, after)
         result.checkpoint_rows_done = checkpoint.rows_done if checkpoint else 0
         result.duration_s = time.monotonic() - started
         log.info(f"backfill {plan.name} (dry run): {_n(result.would_change)} rows of {plan.qualified_table} would "
