@@ -196,12 +196,12 @@ def _detach(conn: psycopg.Connection, partition: RangePartition, config: AuditPa
             sql.Identifier(settings.HR_SCHEMA, PARENT), sql.Identifier(settings.HR_SCHEMA, partition.name)))
 
 
-def _with_retries(action, *, config: AuditPartitionsConfig, what: str, log) -> None:
+def _with_retries(action, *, config: AuditPartitionsConfig, what: str, log):
+    """`action()`'s result, retried while the lock is not granted within lock_timeout."""
     wait = config.retry_wait_seconds
     for attempt in range(1, max(config.attempts, 1) + 1):
         try:
-            action()
-            return
+            return action()
         except psycopg.errors.LockNotAvailable:
             if attempt >= config.attempts:
                 raise PartitionMaintenanceError(
@@ -231,18 +231,17 @@ def maintain(conn: psycopg.Connection, config: AuditPartitionsConfig, *, log=pri
             outcome.problems.append(f"{label}: partly covered by {', '.join(clashing)}; not a whole month, left alone")
             continue
         try:
-            moved: list[int] = []
-            _with_retries(lambda: moved.append(_attach_month(conn, layout, start, end, config)),
-                          config=config, what=f"attach {label}", log=log)
+            moved = _with_retries(lambda: _attach_month(conn, layout, start, end, config),
+                                  config=config, what=f"attach {label}", log=log)
         except PartitionMaintenanceError as exc:
             outcome.skipped.append(label)
             outcome.problems.append(str(exc))
             continue
         outcome.created.append(partition_name(start))
-        if moved and moved[-1]:
-            outcome.moved_rows[partition_name(start)] = moved[-1]
+        if moved:
+            outcome.moved_rows[partition_name(start)] = moved
         log(f"attached {partition_name(start)} for [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
-            + (f", moved {moved[-1]} row(s) from the default partition" if moved and moved[-1] else ""))
+            + (f", moved {moved} row(s) from the default partition" if moved else ""))
         layout = read_layout(conn)
 
     if config.detach_older_than_months > 0:
