@@ -75,8 +75,9 @@ def _run(context: dg.OpExecutionContext, hrms_db: HrmsDatabase, backfill: Backfi
                             dry_run=config.dry_run, run_id=context.run_id)
     except BackfillError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    metadata: dict[str, Any] = dict(result.metadata())
-    metadata["summary"] = dg.MetadataValue.md(markdown_table(["figure", "value"], [[k, v] for k, v in result.metadata().items()]))
+    figures = result.metadata()
+    metadata: dict[str, Any] = {
+        **figures, "summary": dg.MetadataValue.md(markdown_table(["figure", "value"], [[k, v] for k, v in figures.items()]))}
     return dg.Output(None, metadata=metadata)
 
 

@@ -21,7 +21,6 @@ class SeedConfig(dg.Config):
 
 def result_metadata(results: list[loader.FixtureResult], *, environment: str, dry_run: bool) -> dict:
     main = results[-1]
-    shown = main.inserted[: loader.SHOWN_KEYS]
     metadata: dict = {
         "fixture": main.fixture.key,
         "table": f"{settings.HR_SCHEMA}.{main.fixture.table}",
@@ -31,7 +30,7 @@ def result_metadata(results: list[loader.FixtureResult], *, environment: str, dr
         "dry_run": dry_run,
         "environment": environment,
     }
-    if shown:
+    if main.inserted:
         metadata["inserted_keys"] = dg.MetadataValue.md(
             markdown_table(["natural key"], [[k] for k in main.inserted], limit=loader.SHOWN_KEYS))
     for name, count in main.notes.items():
