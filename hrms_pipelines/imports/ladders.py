@@ -13,7 +13,7 @@ import pandas as pd
 
 from hrms_pipelines.imports import formats, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
-from hrms_pipelines.imports.stage import Merge, Stage, StageContext, merge, sql_rejects, temp_table, zero
+from hrms_pipelines.imports.stage import Merge, Stage, StageContext, add, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates
 
 NAME = "ladders"
@@ -78,7 +78,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     if "ladder" in wanted:
         temp_table(conn, "src_ladder", "SELECT row_number, ladder_code AS code, ladder_name AS name, description "
                                        "FROM ld WHERE row_type = 'ladder'")
-        _add(totals, merge(ctx, Merge("hrms.ladders_ladder", ("code",), ("name", "description"), "src_ladder", "ladders"),
+        add(totals, merge(ctx, Merge("hrms.ladders_ladder", ("code",), ("name", "description"), "src_ladder", "ladders"),
                            update=update, record_id_sql=record))
     for kind in ("aspect", "level"):
         if kind not in wanted:
@@ -94,14 +94,14 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
         temp_table(conn, "src_aspect", """
             SELECT d.row_number, l.id AS ladder_id, d.aspect_code AS code, d.aspect_name AS name, d.description, d.position
             FROM ld d JOIN hrms.ladders_ladder l ON l.code = d.ladder_code WHERE d.row_type = 'aspect'""")
-        _add(totals, merge(ctx, Merge("hrms.ladders_aspect", ("ladder_id", "code"), ("name", "description", "position"),
+        add(totals, merge(ctx, Merge("hrms.ladders_aspect", ("ladder_id", "code"), ("name", "description", "position"),
                                       "src_aspect", "aspects"), update=update, record_id_sql=record))
     if "level" in wanted:
         temp_table(conn, "src_level", """
             SELECT d.row_number, l.id AS ladder_id, d.level_number, d.level_title AS title, d.pay_band,
                    d.salary_min, d.salary_max, coalesce(d.currency, 'GHS') AS currency
             FROM ld d JOIN hrms.ladders_ladder l ON l.code = d.ladder_code WHERE d.row_type = 'level'""")
-        _add(totals, merge(ctx, Merge("hrms.ladders_level", ("ladder_id", "level_number"),
+        add(totals, merge(ctx, Merge("hrms.ladders_level", ("ladder_id", "level_number"),
                                       ("title", "pay_band", "salary_min", "salary_max", "currency"), "src_level", "levels"),
                            update=update, record_id_sql=record))
     not_selected = conn.execute("SELECT count(*) FROM ld WHERE NOT (row_type = ANY(%s))", [wanted]).fetchone()[0]
@@ -109,11 +109,6 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     ctx.file_result(info.name).counts = totals
     if not_selected:
         ctx.log.info(f"{info.name}: {not_selected} row(s) of unselected sections skipped (importing {', '.join(wanted)} rows)")
-
-
-def _add(totals: dict, counts: dict) -> None:
-    for key, value in counts.items():
-        totals[key] += value
 
 
 STAGE = Stage(NAME, TABLES, files, record_options, apply)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hrms_pipelines.imports import formats, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
-from hrms_pipelines.imports.stage import Merge, Stage, StageContext, merge, sql_rejects, temp_table, zero
+from hrms_pipelines.imports.stage import Merge, Stage, StageContext, add, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
 
 NAME = "org"
@@ -110,8 +110,7 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
                    update=ctx.options.force_update, record_id_sql=record)
     totals = zero()
     totals["rows_read"] = rows
-    for key, value in counts.items():
-        totals[key] += value
+    add(totals, counts)
     ctx.file_result(info.name).counts = totals
     if placeholders:
         ctx.result.entities[f"placeholder users ({kind.kind})"] = {"inserted": placeholders}

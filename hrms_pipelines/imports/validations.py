@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from hrms_pipelines.imports import formats
+
 LIMIT = 50
 
 
@@ -116,8 +118,7 @@ VALIDATIONS: tuple[Validation, ...] = (
     Validation("invalid_event_types", "history", "Timeline events with an event type outside the known list.",
                ("event id", "event type"),
                "SELECT id, event_type FROM hrms.history_timelineevent WHERE event_type NOT IN ("
-               "'hire', 'promotion', 'demotion', 'level_change', 'salary_change', 'ladder_change', 'team_change', "
-               "'title_change', 'transfer', 'leave', 'return', 'termination', 'rehire', 'note') ORDER BY id", blocking=True),
+               + ", ".join(f"'{t}'" for t in formats.EVENT_TYPES) + ") ORDER BY id", blocking=True),
     Validation("events_missing_relationships", "history",
                "Promotions, demotions and level changes without a seniority snapshot; salary changes without a compensation snapshot.",
                ("event id", "email", "type", "date"),
