@@ -133,12 +133,6 @@ class BackupManifest:
     def total_bytes(self) -> int:
         return sum(t.bytes for t in self.tables)
 
-    def table(self, name: str) -> TableBackup:
-        for entry in self.tables:
-            if entry.table == name:
-                return entry
-        raise KeyError(name)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION, "format": FILE_FORMAT, "backup_id": self.backup_id,
@@ -607,14 +601,17 @@ class RestoreResult:
     def counts(self) -> dict[str, TableRestore]:
         return {t.table: t for t in self.tables}
 
-    def to_metadata(self) -> dict[str, Any]:
+    def table_markdown(self) -> str:
+        """A row per table: rows before and after, inserted, updated, deleted, unchanged."""
         rows = [[t.table, t.rows_before, t.rows_after, t.inserted, t.updated, t.deleted, t.unchanged] for t in self.tables]
+        return markdown_table(["table", "rows before", "rows after", "inserted", "updated", "deleted", "unchanged"], rows)
+
+    def to_metadata(self) -> dict[str, Any]:
         return {
             "backup_id": dg.MetadataValue.text(self.backup_id),
             "dry_run": dg.MetadataValue.bool(self.dry_run),
             "pre_restore_backup_id": dg.MetadataValue.text(self.pre_restore_backup_id or "none"),
-            "restored_tables": dg.MetadataValue.md(markdown_table(
-                ["table", "rows before", "rows after", "inserted", "updated", "deleted", "unchanged"], rows)),
+            "restored_tables": dg.MetadataValue.md(self.table_markdown()),
             "rows_inserted": dg.MetadataValue.int(sum(t.inserted for t in self.tables)),
             "rows_updated": dg.MetadataValue.int(sum(t.updated for t in self.tables)),
             "rows_deleted": dg.MetadataValue.int(sum(t.deleted for t in self.tables)),
@@ -796,7 +793,7 @@ def restore_backup(
     conn: psycopg.Connection,
     backup_id: str,
     *,
-    backup_root: Path | None = None,
+    backup_root: Path | str | None = None,
     run_id: str | None = None,
     pre_restore_backup: bool = True,
     dry_run: bool = False,

@@ -11,13 +11,11 @@ fails here, naming the file, and nothing is touched); the second restores (see h
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, settings
-from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import HrmsDatabase
 
 
@@ -42,15 +40,11 @@ class VerifiedBackup:
     backup_id: str
 
 
-def _root(config: dict) -> Path:
-    return Path(config["backup_dir"]) if config["backup_dir"] else settings.backup_dir()
-
-
 @dg.op(description="Load the backup's manifest and check every file's size and sha256; refuse tampered, partial or unknown backups.")
 def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupConfig) -> VerifiedBackup:
     settings_ = config.model_dump()
     try:
-        manifest = backups.load_manifest(config.backup_id, _root(settings_))
+        manifest = backups.load_manifest(config.backup_id, config.backup_dir or None)
         backups.verify_backup(manifest)
     except backups.BackupError as exc:
         raise dg.Failure(str(exc)) from exc
@@ -74,17 +68,16 @@ def restore_tables(context: dg.OpExecutionContext, verified: VerifiedBackup, hrm
     with hrms_db.connection() as conn:
         try:
             result = backups.restore_backup(
-                conn, verified.backup_id, backup_root=_root(options), run_id=context.run_id,
+                conn, verified.backup_id, backup_root=options["backup_dir"] or None, run_id=context.run_id,
                 pre_restore_backup=options["pre_restore_backup"], dry_run=options["dry_run"],
                 lock_timeout=options["lock_timeout"], statement_timeout=options["statement_timeout"] or None,
                 log=context.log.info,
             )
         except backups.BackupError as exc:
             raise dg.Failure(str(exc)) from exc
-    rows = [[t.table, t.rows_before, t.rows_after, t.inserted, t.updated, t.deleted, t.unchanged] for t in result.tables]
     context.log.info(
         ("dry run, nothing written; a restore would do:\n" if result.dry_run else "restored:\n")
-        + markdown_table(["table", "rows before", "rows after", "inserted", "updated", "deleted", "unchanged"], rows)
+        + result.table_markdown()
         + (f"\npre-restore backup: {result.pre_restore_backup_id}" if result.pre_restore_backup else "")
     )
     metadata = result.to_metadata()
