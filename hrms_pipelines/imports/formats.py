@@ -62,7 +62,6 @@ ORG_KINDS = (
             ("team_code", "team_name", "tribe_code", "department_code", "leader_email"),
             ("team_code", "team_name"), "leader_email", "leader_id"),
 )
-ORG_KIND_BY_NAME = {k.kind: k for k in ORG_KINDS}
 
 
 def detect_org_kind(columns: list[str]) -> OrgKind | None:

@@ -109,14 +109,14 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
                h.ladder_id, h.level_number, h.previous_level_number, coalesce(h.title, lv.title) AS title
         FROM h LEFT JOIN hrms.ladders_ladder l ON l.id = h.ladder_id
         LEFT JOIN hrms.ladders_level lv ON lv.ladder_id = h.ladder_id AND lv.level_number = h.level_number""")
-    existing = _existing(ctx)
+    differing = _compare_existing(ctx)
     lap("wrote summaries, compared with existing events")
     updated = skipped = 0
-    if existing["differs"]:
+    if differing:
         if ctx.options.update_existing:
             updated = _update_existing(ctx, record)
         else:
-            skipped = existing["differs"]
+            skipped = differing
             ctx.log.info(f"{f}: {skipped} existing event(s) differ from the file and were left as they are (skip_duplicates)")
     inserted, compensation, seniority = conn.execute(f"""
         WITH ins AS (
@@ -148,8 +148,9 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     ctx.file_result(f).counts = totals
 
 
-def _existing(ctx: StageContext) -> dict:
-    """Events of the file that already exist, with their stored values and whether they differ."""
+def _compare_existing(ctx: StageContext) -> int:
+    """Events of the file that already exist, with their stored values and the file's (temp table
+    hx); returns how many of them differ."""
     temp_table(ctx.conn, "hx", """
         SELECT hv.row_number, ev.id AS event_id,
                jsonb_build_object('summary', ev.summary, 'details', ev.details, 'salary', c.salary,
@@ -167,8 +168,7 @@ def _existing(ctx: StageContext) -> dict:
              ON ev.employee_id = hv.employee_id AND ev.event_type = hv.event_type AND ev.event_date = hv.event_date
         LEFT JOIN hrms.history_compensationsnapshot c ON c.event_id = ev.id
         LEFT JOIN hrms.history_senioritysnapshot s ON s.event_id = ev.id""")
-    row = ctx.conn.execute("SELECT count(*), count(*) FILTER (WHERE before IS DISTINCT FROM after) FROM hx").fetchone()
-    return {"existing": row[0], "differs": row[1]}
+    return ctx.conn.execute("SELECT count(*) FROM hx WHERE before IS DISTINCT FROM after").fetchone()[0]
 
 
 def _update_existing(ctx: StageContext, record: str) -> int:

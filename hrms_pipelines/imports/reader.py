@@ -135,20 +135,19 @@ def inspect_file(path: Path) -> FileInfo:
         raise ImportFileError(f"{path.name}: {path} is not a file.")
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
     lines = 1
     size = 0
     head = b""
     with path.open("rb") as handle:
         while block := handle.read(BLOCK):
-            if offset == 0:
+            if size == 0:
                 if block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                     raise ImportFileError(f"{path.name}: the file is UTF-16 encoded (byte order mark at byte 0); save it as 'CSV UTF-8' and import again.")
             digest.update(block)
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as exc:
-                bad = offset + exc.start
+                bad = size + exc.start
                 line = lines + block[: exc.start].count(b"\n")
                 raise ImportFileError(
                     f"{path.name}: not valid UTF-8: byte 0x{block[exc.start]:02x} at byte offset {bad} (line {line}) "
@@ -157,7 +156,6 @@ def inspect_file(path: Path) -> FileInfo:
             if len(head) < 65536:
                 head += block[: 65536 - len(head)]
             lines += block.count(b"\n")
-            offset += len(block)
             size += len(block)
     try:
         decoder.decode(b"", final=True)
