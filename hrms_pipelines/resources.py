@@ -112,18 +112,34 @@ class HrmsDatabase(dg.ConfigurableResource):
         lock_timeout: str | int | None = None,
         statement_timeout: str | int | None = None,
     ) -> Iterator[psycopg.Connection]:
-        """One transaction that commits when the block ends and rolls back when it raises.
-
-        `as_importer` switches to the import role for the transaction (`SET LOCAL ROLE`), so the
-        statements run without DELETE or TRUNCATE privileges whatever the connecting user has.
-        Timeouts are `SET LOCAL` too: they end with the transaction.
-        """
+        """One transaction on a connection of the pool; see `local_transaction`."""
         with self.connection() as conn:
-            with conn.transaction():
-                set_local_timeouts(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
-                if as_importer:
-                    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
+            with local_transaction(conn, as_importer=as_importer, lock_timeout=lock_timeout,
+                                   statement_timeout=statement_timeout):
                 yield conn
+
+
+@contextmanager
+def local_transaction(
+    conn: psycopg.Connection,
+    *,
+    as_importer: bool = False,
+    lock_timeout: str | int | None = None,
+    statement_timeout: str | int | None = None,
+    force_rollback: bool = False,
+) -> Iterator[psycopg.Connection]:
+    """A transaction on `conn` that commits when the block ends (unless `force_rollback`) and rolls
+    back when it raises.
+
+    `as_importer` switches to the import role for the transaction (`SET LOCAL ROLE`), so the
+    statements run without DELETE or TRUNCATE privileges whatever the connecting user has.
+    Timeouts are `SET LOCAL` too: they end with the transaction.
+    """
+    with conn.transaction(force_rollback=force_rollback):
+        set_local_timeouts(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+        if as_importer:
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
+        yield conn
 
 
 def set_local_timeouts(

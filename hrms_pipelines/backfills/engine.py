@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 from hrms_pipelines import locks, settings
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
-from hrms_pipelines.resources import HrmsDatabase, set_local_timeouts
+from hrms_pipelines.resources import HrmsDatabase, local_transaction
 
 CHECKPOINTS = f"{settings.HR_SCHEMA}.core_backfillcheckpoint"
 COUNT_TIMEOUT = "60s"
@@ -175,14 +175,9 @@ def read_checkpoint(conn: psycopg.Connection, name: str) -> Checkpoint | None:
     return Checkpoint(*row) if row else None
 
 
-def _as_importer(conn: psycopg.Connection) -> None:
-    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
-
-
 def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *, restart: bool, run_id: str | None) -> None:
     params = Jsonb({**plan.params, "options": {k: v for k, v in vars(options).items()}})
-    with conn.transaction():
-        _as_importer(conn)
+    with local_transaction(conn, as_importer=True):
         conn.execute(
             f"""
             INSERT INTO {CHECKPOINTS} AS c (name, status, params, run_id) VALUES (%(name)s, 'running', %(params)s, %(run_id)s)
@@ -199,8 +194,7 @@ def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *,
 
 
 def _finish_checkpoint(conn: psycopg.Connection, name: str, status: str, error: str | None = None) -> None:
-    with conn.transaction():
-        _as_importer(conn)
+    with local_transaction(conn, as_importer=True):
         conn.execute(
             f"""UPDATE {CHECKPOINTS} SET status = %(status)s, updated_at = now(),
                    finished_at = CASE WHEN %(status)s = 'completed' THEN now() END,
@@ -228,8 +222,7 @@ def count_pending(conn: psycopg.Connection, plan: Plan, after: int | None) -> in
     query = sql.SQL("SELECT count(*) FROM {table} WHERE {after} AND ({pending})").format(
         table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
     try:
-        with conn.transaction():
-            set_local_timeouts(conn, statement_timeout=COUNT_TIMEOUT)
+        with local_transaction(conn, statement_timeout=COUNT_TIMEOUT):
             conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             return conn.execute(query, {**plan.bind, "_after": after}).fetchone()[0]
     except psycopg.errors.QueryCanceled:
@@ -290,9 +283,8 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
         "SELECT min({key}), max({key}), count(*) FROM "
         "(SELECT {key} FROM {table} WHERE {after} AND ({pending}) ORDER BY {key} LIMIT %(_limit)s) batch"
     ).format(key=key, table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
-    with conn.transaction():
-        set_local_timeouts(conn, lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
-        _as_importer(conn)
+    with local_transaction(conn, as_importer=True, lock_timeout=options.lock_timeout,
+                           statement_timeout=options.statement_timeout):
         first, last, rows = conn.execute(bounds, {**plan.bind, "_after": after, "_limit": size}).fetchone()
         if not rows:
             return 0, None, 0

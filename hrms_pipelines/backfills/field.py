@@ -25,6 +25,7 @@ from psycopg import sql
 
 from hrms_pipelines import settings
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
+from hrms_pipelines.resources import local_transaction
 
 # The HR tables a field backfill may change. Left out on purpose: core_* (audit log, backfill
 # checkpoints, roles, permissions, login accounts) and imports_importrecord (the import ledger).
@@ -262,9 +263,7 @@ def _trial(conn: psycopg.Connection, plan: Plan, spec: FieldSpec, columns: dict[
     ).format(table=plan.table_sql, set_clause=set_clause, key=key, pending=plan.pending_sql), plan.bind))
     stage = "value"
     try:
-        with conn.transaction(force_rollback=True):
-            conn.execute("SELECT set_config('statement_timeout', '5s', true), set_config('lock_timeout', '1s', true)")
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
+        with local_transaction(conn, as_importer=True, lock_timeout="1s", statement_timeout="5s", force_rollback=True):
             for stage, statement, params in stages:
                 conn.execute(statement, params)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.UndefinedFunction,

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from hrms_pipelines import locks, settings
-from hrms_pipelines.resources import HrmsDatabase, set_local_timeouts
+from hrms_pipelines.resources import HrmsDatabase, local_transaction
 from hrms_pipelines.seeding import fixtures as fx
 from hrms_pipelines.seeding.fixtures import Fixture, FixtureError, FixtureRows
 
@@ -238,9 +238,8 @@ def load_fixtures(
 
     results: list[FixtureResult] = []
     with hrms_db.connection() as conn:
-        with conn.transaction(force_rollback=dry_run):
-            set_local_timeouts(conn, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT)
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(_ident(settings.IMPORT_ROLE)))
+        with local_transaction(conn, as_importer=True, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT,
+                               force_rollback=dry_run):
             try:
                 with locks.transaction_lock(conn, locks.SEEDS):
                     for rows in files:
