@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import dagster as dg
 
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import READER, HrmsDatabase
 
 DAGSTER_URL_ENV = "HRMS_DAGSTER_URL"
 
@@ -118,7 +118,7 @@ def alert_from_failure(context: dg.RunFailureSensorContext) -> Alert:
 
 
 def record_alert(hrms_db: HrmsDatabase, alert: Alert, delivered_to: list[str]) -> None:
-    with hrms_db.transaction() as conn:
+    with hrms_db.transaction(READER) as conn:
         conn.execute(
             """
             INSERT INTO hrms.core_alert (run_id, job_name, step_key, error_class, error_message, run_url, delivered_to)

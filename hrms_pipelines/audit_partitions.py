@@ -9,8 +9,12 @@ own short transaction under a lock timeout, retried a few times when the lock is
 
 Rows that landed in the default partition for a month that gets its partition are moved into it in
 the same transaction (PostgreSQL refuses to attach the month otherwise). The default partition is
-kept; an asset check fails while it holds rows. Nothing is ever dropped; detaching old months is
-opt-in (`detach_older_than_months`, 0 = off) and leaves the detached table in place.
+kept; an asset check fails while it holds rows. Nothing is ever dropped. Detaching old months is
+retention, so it is deployment configuration (HRMS_AUDIT_DETACH_AFTER_MONTHS, 0 = off), never run
+config; a detach writes its audit row first, in the same transaction, and leaves the table in place.
+
+The audit log is append-only (core/0003): every new month gets the TRUNCATE guard and loses UPDATE,
+DELETE and TRUNCATE for its owner, like the months before it.
 """
 
 import re
@@ -21,11 +25,12 @@ from datetime import date, datetime
 import dagster as dg
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
-from hrms_pipelines.resources import HrmsDatabase, set_local_timeouts
+from hrms_pipelines.resources import MIGRATOR, READER, HrmsDatabase, set_local_timeouts
 
 PARENT = "core_auditlog"
 ASSET = "core_auditlog_partitions"
@@ -47,11 +52,11 @@ class AuditPartitionsConfig(dg.Config):
     move_default_rows: bool = True
     """Move rows of a new month out of the default partition into it (one transaction); when false,
     such a month is reported and skipped."""
-    detach_older_than_months: int = 0
-    """Detach (never drop) partitions that ended more than this many months before the current
-    month. 0 = off."""
+    dry_run: bool = False
+    """Report which months would be created (and, with retention configured, detached); change nothing."""
     today: str = ""
-    """The date the run counts months from (YYYY-MM-DD); default: today in the database's time zone."""
+    """Dry runs only: the date to count months from (YYYY-MM-DD), to preview a later month's run.
+    A real run always counts from today in the database's time zone."""
 
 
 @dataclass(frozen=True)
@@ -183,14 +188,29 @@ def _attach_month(
             ).format(default=default, child=child), [start, end]).rowcount
         conn.execute(sql.SQL("ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES FROM ({lo}) TO ({hi})").format(
             parent=parent, child=child, lo=sql.Literal(start), hi=sql.Literal(end)))
+        # Append-only like every month: the row guard came with the attach, the TRUNCATE guard does not.
+        conn.execute(sql.SQL(
+            "CREATE TRIGGER hrms_guard_auditlog_truncate BEFORE TRUNCATE ON {child} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {guard}()").format(
+            child=child, guard=sql.Identifier(settings.HR_SCHEMA, "core_auditlog_append_only")))
+        conn.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {} FROM PUBLIC, CURRENT_USER").format(child))
         # The partition constraint now says the same; the CHECK was only there to skip the scan.
         conn.execute(sql.SQL("ALTER TABLE {child} DROP CONSTRAINT {check}").format(child=child, check=bounds_check))
     return moved
 
 
-def _detach(conn: psycopg.Connection, partition: RangePartition, config: AuditPartitionsConfig) -> None:
+def _detach(conn: psycopg.Connection, partition: RangePartition, config: AuditPartitionsConfig, run_id: str | None,
+            months: int) -> None:
     with conn.transaction():
         set_local_timeouts(conn, lock_timeout=config.lock_timeout)
+        # The audit row comes first: if the detach fails, the transaction takes both back.
+        conn.execute(
+            sql.SQL("INSERT INTO {} (run_id, source, action, table_name, row_key, before, after) "
+                    "VALUES (%s, 'audit_log_partitions', 'detach', %s, %s, %s, %s)").format(
+                sql.Identifier(settings.HR_SCHEMA, PARENT)),
+            [run_id, PARENT, partition.name, Jsonb({"attached": True}),
+             Jsonb({"attached": False, "retention_months": months, "ended": partition.upper.isoformat(),
+                    "kept_as_table": f"{settings.HR_SCHEMA}.{partition.name}"})])
         # DETACH ... CONCURRENTLY is not allowed while a default partition exists; this is brief.
         conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
             sql.Identifier(settings.HR_SCHEMA, PARENT), sql.Identifier(settings.HR_SCHEMA, partition.name)))
@@ -214,10 +234,14 @@ def _with_retries(action, *, config: AuditPartitionsConfig, what: str, log):
             wait *= 2
 
 
-def maintain(conn: psycopg.Connection, config: AuditPartitionsConfig, *, log=print) -> Outcome:
-    """Ensure the months ahead exist (and detach old ones when asked). `conn` is in autocommit mode."""
+def maintain(conn: psycopg.Connection, config: AuditPartitionsConfig, *, log=print, run_id: str | None = None,
+             detach_after_months: int = 0) -> Outcome:
+    """Ensure the months ahead exist (and detach old ones under the deployment's retention).
+    `conn` is in autocommit mode. A dry run reports what it would do and changes nothing."""
     outcome = Outcome()
     layout = read_layout(conn)
+    if config.today and not config.dry_run:
+        raise PartitionMaintenanceError("`today` is for dry runs only: a real run counts months from the database's today")
     today = date.fromisoformat(config.today) if config.today else conn.execute("SELECT current_date").fetchone()[0]
     for offset in range(0, config.months_ahead + 1):
         start, end = month_start(conn, today, offset), month_start(conn, today, offset + 1)
@@ -229,6 +253,10 @@ def maintain(conn: psycopg.Connection, config: AuditPartitionsConfig, *, log=pri
         if clashing:
             outcome.skipped.append(label)
             outcome.problems.append(f"{label}: partly covered by {', '.join(clashing)}; not a whole month, left alone")
+            continue
+        if config.dry_run:
+            outcome.created.append(partition_name(start))
+            log(f"dry run: would attach {partition_name(start)} for [{start:%Y-%m-%d}, {end:%Y-%m-%d})")
             continue
         try:
             moved = _with_retries(lambda: _attach_month(conn, layout, start, end, config),
@@ -244,12 +272,16 @@ def maintain(conn: psycopg.Connection, config: AuditPartitionsConfig, *, log=pri
             + (f", moved {moved} row(s) from the default partition" if moved else ""))
         layout = read_layout(conn)
 
-    if config.detach_older_than_months > 0:
-        cutoff = month_start(conn, today, -config.detach_older_than_months)
+    if detach_after_months > 0:
+        cutoff = month_start(conn, today, -detach_after_months)
         for partition in layout.ranges:
             if partition.upper is not None and partition.upper <= cutoff:
+                if config.dry_run:
+                    outcome.detached.append(partition.name)
+                    log(f"dry run: would detach {partition.name} (ended {partition.upper:%Y-%m-%d})")
+                    continue
                 try:
-                    _with_retries(lambda p=partition: _detach(conn, p, config), config=config,
+                    _with_retries(lambda p=partition: _detach(conn, p, config, run_id, detach_after_months), config=config,
                                   what=f"detach {partition.name}", log=log)
                 except PartitionMaintenanceError as exc:
                     outcome.problems.append(str(exc))
@@ -295,16 +327,22 @@ def layout_table(layout: Layout) -> str:
 def core_auditlog_partitions(
     context: dg.AssetExecutionContext, config: AuditPartitionsConfig, hrms_db: HrmsDatabase
 ) -> dg.MaterializeResult:
-    if config.months_ahead < 0 or config.attempts < 1 or config.detach_older_than_months < 0:
-        raise dg.Failure("months_ahead and detach_older_than_months must be >= 0, attempts >= 1")
-    with hrms_db.connection(autocommit=True) as conn:
+    if config.months_ahead < 0 or config.attempts < 1:
+        raise dg.Failure("months_ahead must be >= 0, attempts >= 1")
+    try:
+        detach_after = settings.audit_detach_after_months()
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         try:
             with locks.session_lock(conn, locks.AUDIT_PARTITIONS):
-                outcome = maintain(conn, config, log=context.log.info)
+                outcome = maintain(conn, config, log=context.log.info, run_id=context.run.run_id,
+                                   detach_after_months=detach_after)
                 layout = read_layout(conn)
         except (locks.LockNotAvailable, PartitionMaintenanceError) as exc:
             raise dg.Failure(str(exc)) from None
     metadata = {
+        "dry_run": config.dry_run,
         "created": len(outcome.created),
         "created_partitions": ", ".join(outcome.created) or "none",
         "moved_from_default": sum(outcome.moved_rows.values()),
@@ -321,7 +359,7 @@ def core_auditlog_partitions(
 @dg.asset_check(asset=ASSET, name=DEFAULT_PARTITION_EMPTY,
                 description="No audit-log row sits in the default partition (every row has its month).")
 def audit_log_default_partition_empty(hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
-    with hrms_db.connection(autocommit=True) as conn:
+    with hrms_db.connection(READER, autocommit=True) as conn:
         default, months = default_partition_rows(conn)
     total = sum(count for _, count in months)
     metadata = {"default_partition": default or "none", "rows": total}
@@ -340,7 +378,7 @@ def audit_log_default_partition_empty(hrms_db: HrmsDatabase) -> dg.AssetCheckRes
 @dg.asset_check(asset=ASSET, name=MONTHS_AHEAD_COVERED,
                 description=f"Partitions exist for the current month and the {DEFAULT_MONTHS_AHEAD} months after it.")
 def audit_log_months_ahead_covered(hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
-    with hrms_db.connection(autocommit=True) as conn:
+    with hrms_db.connection(READER, autocommit=True) as conn:
         layout = read_layout(conn)
         today = conn.execute("SELECT current_date").fetchone()[0]
         missing = []

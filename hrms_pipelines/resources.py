@@ -1,12 +1,18 @@
 """The HR database as a Dagster resource.
 
 One resource per external system: `HrmsDatabase` is the only way the code location reaches the HR
-database. It is built on a SQLAlchemy 2 engine with the psycopg 3 driver; code that needs COPY or
-fine control of a transaction takes the raw psycopg connection from it.
+database. It has no config fields: where it connects is deployment configuration (environment
+variables, see hrms_pipelines.roles), because a field of a resource bound in `Definitions` can be
+overridden by anyone who launches a run. Every caller names its duty, and gets a connection that
+logged in as that duty's role (checked on connect: never a superuser, never more than the duty).
+
+It is built on SQLAlchemy 2 engines (one pool per duty) with the psycopg 3 driver; code that needs
+COPY or fine control of a transaction takes the raw psycopg connection from it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,12 +20,14 @@ from contextlib import contextmanager
 import dagster as dg
 import psycopg
 import sqlalchemy as sa
-from psycopg import sql
-from pydantic import PrivateAttr
 
-from hrms_pipelines import embedded, settings
+from hrms_pipelines import roles
+from hrms_pipelines.roles import IMPORTER, MIGRATOR, READER, RESTORER, Duty
 
-_ENGINES: dict[str, sa.Engine] = {}
+__all__ = ["HrmsDatabase", "PinnedDatabase", "Duty", "MIGRATOR", "IMPORTER", "RESTORER", "READER",
+           "local_transaction", "set_local_timeouts", "redact"]
+
+_ENGINES: dict[tuple[str, Duty], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -29,32 +37,57 @@ def sqlalchemy_url(url: str) -> sa.URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
+_SECRET_PARAMETER = re.compile(r"((?:^|[\s?&;])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;]*)", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL as a person would type it, with any password masked: what may appear in logs and metadata."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        return "<unparsable database URL>"
-    user = (parsed.username or "") + (":***" if parsed.password else "")
-    host = (parsed.host or "") + (f":{parsed.port}" if parsed.port else "")
-    query = "&".join(f"{k}={v}" for k, v in parsed.query.items() if k != "password")
-    return f"postgresql://{user}{'@' if user else ''}{host}/{parsed.database or ''}" + (f"?{query}" if query else "")
+    """A database URL or DSN as typed, with every password masked: what may appear in logs and metadata.
+
+    Masks the password of the userinfo (also one holding an unencoded '@', '/' or '?': everything up
+    to the last '@' is userinfo), and `password=` / `sslpassword=` parameters of a URL query or a
+    key=value DSN. An empty password shows as none at all."""
+    text = str(url)
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        at = rest.rfind("@")
+        if at != -1:
+            userinfo, after = rest[:at], rest[at + 1:]
+            user, _, password = userinfo.partition(":")
+            rest = user + (":***" if password else "") + "@" + after
+        text = f"{scheme}://{rest}"
+    return _SECRET_PARAMETER.sub(lambda m: m.group(1) + "***", text)
 
 
-def engine_for(url: str) -> sa.Engine:
-    """One engine (and connection pool) per URL per process."""
+def engine_for(url: str, duty: Duty) -> sa.Engine:
+    """One engine (and connection pool) per URL and duty per process; each new connection is checked
+    against its duty (roles.guard) before it is used."""
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(url)
+        engine = _ENGINES.get((url, duty))
         if engine is None:
             engine = sa.create_engine(
                 sqlalchemy_url(url),
                 pool_pre_ping=True,
                 pool_size=2,
                 max_overflow=8,
-                connect_args={"application_name": "hrms_pipelines"},
+                connect_args={"application_name": f"hrms_pipelines:{duty.key}"},
             )
-            _ENGINES[url] = engine
+
+            @sa.event.listens_for(engine, "connect")
+            def _check_role(dbapi_connection, _record, duty=duty):
+                try:
+                    roles.guard(dbapi_connection, duty)
+                finally:
+                    dbapi_connection.rollback()
+
+            _ENGINES[(url, duty)] = engine
         return engine
+
+
+def dispose_engines(database: str) -> None:
+    """Close the pools of every engine on the database named `database` (tests drop their databases)."""
+    with _ENGINES_LOCK:
+        for key in [k for k in _ENGINES if sa.make_url(k[0]).database == database]:
+            _ENGINES.pop(key).dispose()
 
 
 def _timeout(value: str | int | None) -> str | None:
@@ -64,31 +97,29 @@ def _timeout(value: str | int | None) -> str | None:
 
 
 class HrmsDatabase(dg.ConfigurableResource):
-    """The HR database (PostgreSQL).
+    """The HR database (PostgreSQL), one login role per duty.
 
-    `url` comes from the HRMS_DATABASE_URL environment variable; left empty, the embedded
-    PostgreSQL under `.hrms/` is started (or joined) and used.
+    Where each duty connects comes from the environment (HRMS_<DUTY>_URL, else HRMS_DATABASE_URL as
+    the duty's role, else the embedded PostgreSQL under .hrms/); nothing about it is run config.
     """
 
-    url: str = ""
+    def _location(self) -> str | None:
+        """A URL every duty connects to as its own role; None: the deployment's configuration."""
+        return None
 
-    _resolved: str | None = PrivateAttr(default=None)
+    def url(self, duty: Duty) -> str:
+        return roles.duty_url(duty, self._location())
 
-    def resolved_url(self) -> str:
-        if self._resolved is None:
-            self._resolved = self.url or embedded.database_url()
-        return self._resolved
+    def display_url(self, duty: Duty = READER) -> str:
+        return f"{redact(self.url(duty))} ({duty.key})"
 
-    def display_url(self) -> str:
-        return redact(self.resolved_url())
-
-    def engine(self) -> sa.Engine:
-        return engine_for(self.resolved_url())
+    def engine(self, duty: Duty) -> sa.Engine:
+        return engine_for(self.url(duty), duty)
 
     @contextmanager
-    def connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A raw psycopg 3 connection from the pool (COPY, server-side cursors, notices)."""
-        pooled = self.engine().raw_connection()
+    def connection(self, duty: Duty, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A raw psycopg 3 connection, logged in as `duty`'s role (COPY, server-side cursors, notices)."""
+        pooled = self.engine(duty).raw_connection()
         conn: psycopg.Connection = pooled.driver_connection  # type: ignore[assignment]
         try:
             if autocommit:
@@ -107,38 +138,41 @@ class HrmsDatabase(dg.ConfigurableResource):
     @contextmanager
     def transaction(
         self,
+        duty: Duty,
         *,
-        as_importer: bool = False,
         lock_timeout: str | int | None = None,
         statement_timeout: str | int | None = None,
+        force_rollback: bool = False,
     ) -> Iterator[psycopg.Connection]:
-        """One transaction on a connection of the pool; see `local_transaction`."""
-        with self.connection() as conn:
-            with local_transaction(conn, as_importer=as_importer, lock_timeout=lock_timeout,
-                                   statement_timeout=statement_timeout):
+        """One transaction as `duty`'s role on a connection of the pool; see `local_transaction`."""
+        with self.connection(duty) as conn:
+            with local_transaction(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                                   force_rollback=force_rollback):
                 yield conn
+
+
+class PinnedDatabase(HrmsDatabase):
+    """Every duty at `location` (its user replaced by each duty's role): for tests and benchmarks,
+    which point at a database of their own. Never bound in Definitions, so no run config reaches it."""
+
+    location: str
+
+    def _location(self) -> str | None:
+        return self.location
 
 
 @contextmanager
 def local_transaction(
     conn: psycopg.Connection,
     *,
-    as_importer: bool = False,
     lock_timeout: str | int | None = None,
     statement_timeout: str | int | None = None,
     force_rollback: bool = False,
 ) -> Iterator[psycopg.Connection]:
     """A transaction on `conn` that commits when the block ends (unless `force_rollback`) and rolls
-    back when it raises.
-
-    `as_importer` switches to the import role for the transaction (`SET LOCAL ROLE`), so the
-    statements run without DELETE or TRUNCATE privileges whatever the connecting user has.
-    Timeouts are `SET LOCAL` too: they end with the transaction.
-    """
+    back when it raises. Timeouts are `SET LOCAL`: they end with the transaction."""
     with conn.transaction(force_rollback=force_rollback):
         set_local_timeouts(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
-        if as_importer:
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(settings.IMPORT_ROLE)))
         yield conn
 
 

@@ -16,18 +16,17 @@ import dagster as dg
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, settings
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import RESTORER, HrmsDatabase
 
 
 class RestoreBackupConfig(dg.Config):
     backup_id: str
-    """The backup to restore (a folder name under the backup directory, e.g. 20260301T020000Z-1a2b3c4d)."""
+    """The backup to restore: its id, a folder name in the deployment's backup folder (HRMS_BACKUP_DIR), e.g.
+    20260301T020000Z-1a2b3c4d. Backups are only ever read from that folder."""
     dry_run: bool = False
     """Verify, stage and compute what would change, then roll back: nothing is written anywhere."""
     pre_restore_backup: bool = True
     """Back up the current rows of the same tables first (inside the restore's own transaction)."""
-    backup_dir: str = ""
-    """Folder of the backups; default HRMS_BACKUP_DIR, else .hrms/backups."""
     lock_timeout: str = backups.DEFAULT_LOCK_TIMEOUT
     """How long to wait for the tables (writers in progress) before giving up."""
     statement_timeout: str = ""
@@ -44,7 +43,7 @@ class VerifiedBackup:
 def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupConfig) -> VerifiedBackup:
     settings_ = config.model_dump()
     try:
-        manifest = backups.load_manifest(config.backup_id, config.backup_dir or None)
+        manifest = backups.load_manifest(config.backup_id)
         backups.verify_backup(manifest)
     except backups.BackupError as exc:
         raise dg.Failure(str(exc)) from exc
@@ -64,11 +63,11 @@ def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupCon
 @transient_retries
 def restore_tables(context: dg.OpExecutionContext, verified: VerifiedBackup, hrms_db: HrmsDatabase) -> None:
     options = verified.settings
-    context.log.info(f"database {hrms_db.display_url()}")
-    with hrms_db.connection() as conn:
+    context.log.info(f"database {hrms_db.display_url(RESTORER)}")
+    with hrms_db.connection(RESTORER) as conn:
         try:
             result = backups.restore_backup(
-                conn, verified.backup_id, backup_root=options["backup_dir"] or None, run_id=context.run_id,
+                conn, verified.backup_id, run_id=context.run_id,
                 pre_restore_backup=options["pre_restore_backup"], dry_run=options["dry_run"],
                 lock_timeout=options["lock_timeout"], statement_timeout=options["statement_timeout"] or None,
                 log=context.log.info,

@@ -40,10 +40,24 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
+def is_authentication_failure(err: BaseException) -> bool:
+    """A login the server refused (SQLSTATE class 28, or the driver's message when the connection
+    failed before a SQLSTATE came back): retrying cannot help and would only lock the account."""
+    if isinstance(err, psycopg.Error) and err.sqlstate and err.sqlstate.startswith("28"):
+        return True
+    text = str(err).lower()
+    return isinstance(err, psycopg.OperationalError) and any(marker in text for marker in (
+        "authentication failed", "password authentication", "no password supplied", "no pg_hba.conf entry",
+        "role \"", "does not exist", "permission denied for database", "certificate"))
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True when the error, or one it was raised from, is a transient database error."""
-    for err in _chain(exc):
-        err = getattr(err, "orig", None) or err  # SQLAlchemy wraps the driver's error
+    """True when the error, or one it was raised from, is a transient database error. An
+    authentication failure never is, wherever it sits in the chain."""
+    chain = [getattr(err, "orig", None) or err for err in _chain(exc)]  # SQLAlchemy wraps the driver's error
+    if any(is_authentication_failure(err) for err in chain):
+        return False
+    for err in chain:
         if isinstance(err, psycopg.Error):
             if err.sqlstate in TRANSIENT_SQLSTATES:
                 return True

@@ -1,13 +1,22 @@
-"""Where things live, and the environment variables that move them.
+"""Deployment configuration: where things live, and the environment variables that move them.
 
-Every path has a default inside the project (so a fresh clone works) and an environment variable
-that a deployment sets instead.
+Everything here is read from the environment by code, never from run config: whoever can launch a
+run (the open-source webserver has no login) must not choose which folder, file or database the
+service trusts. Every path has a default inside the project (so a fresh clone works).
+
+Names a run may still choose (an import file, a log file, a backup id) are plain names inside one
+of these roots: `plain_name` checks them and `open_regular_file` opens them without following a
+symlink and only when they are regular files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -29,18 +38,23 @@ HOME_ENV = "HRMS_HOME"
 MIGRATIONS_DIR_ENV = "HRMS_MIGRATIONS_DIR"
 IMPORT_DIR_ENV = "HRMS_IMPORT_DIR"
 BACKUP_DIR_ENV = "HRMS_BACKUP_DIR"
+LOGS_DIR_ENV = "HRMS_LOGS_DIR"
+REJECTS_DIR_ENV = "HRMS_REJECTS_DIR"
+KEYS_DIR_ENV = "HRMS_KEYS_DIR"
 ENVIRONMENT_ENV = "HRMS_ENV"
 IMPORT_CREATE_USERS_ENV = "HRMS_IMPORT_CREATE_USERS"
+AUDIT_DETACH_AFTER_MONTHS_ENV = "HRMS_AUDIT_DETACH_AFTER_MONTHS"
 
 # The PostgreSQL schema that holds every HR table, and the one that holds the migration ledger.
 HR_SCHEMA = "hrms"
 META_SCHEMA = "hrms_meta"
-# The role imports run as: SELECT, INSERT, UPDATE on the HR tables, never DELETE or TRUNCATE.
+# The login role of imports (and seeds and backfills): SELECT, INSERT, UPDATE on the HR tables,
+# never DELETE or TRUNCATE. The other duties' roles are in hrms_pipelines.roles.
 IMPORT_ROLE = "hrms_importer"
 
 
 def hrms_home() -> Path:
-    """Local state: the embedded PostgreSQL's data, default backups. Git-ignored."""
+    """Local state: the embedded PostgreSQL's data, keys, default backups. Git-ignored."""
     return Path(os.environ.get(HOME_ENV) or PROJECT_ROOT / ".hrms").resolve()
 
 
@@ -56,10 +70,126 @@ def backup_dir() -> Path:
     return Path(os.environ.get(BACKUP_DIR_ENV) or hrms_home() / "backups").resolve()
 
 
+def logs_dir() -> Path:
+    """Where an import's optional log file goes (a plain name chosen in run config)."""
+    return Path(os.environ.get(LOGS_DIR_ENV) or hrms_home() / "logs").resolve()
+
+
+def rejects_dir() -> Path:
+    """Reject reports: the rows an import refused, for the analyst to fix (they hold personal data)."""
+    return Path(os.environ.get(REJECTS_DIR_ENV) or hrms_home() / "rejects").resolve()
+
+
+def keys_dir() -> Path:
+    """Keys the service generates for itself in the embedded default (backup signing, encryption)."""
+    return Path(os.environ.get(KEYS_DIR_ENV) or hrms_home() / "keys").resolve()
+
+
+def io_dir() -> Path:
+    """Op outputs passed between the steps of a run (Dagster's IO manager): no run config moves it."""
+    return hrms_home() / "io"
+
+
 def environment() -> str:
     """The deployment's environment: development, staging or production."""
     return (os.environ.get(ENVIRONMENT_ENV) or "development").strip().lower()
 
+
+def audit_detach_after_months() -> int:
+    """Retention of the audit log's monthly partitions: detach (never drop) those that ended more than
+    this many months ago. 0 (the default) keeps every month attached."""
+    raw = (os.environ.get(AUDIT_DETACH_AFTER_MONTHS_ENV) or "0").strip()
+    if not raw.isdigit():
+        raise ValueError(f"{AUDIT_DETACH_AFTER_MONTHS_ENV}={raw!r}: expected a whole number of months (0 = off)")
+    return int(raw)
+
+
 # Every op or asset that writes to the HR database is in this Dagster concurrency pool; dagster.yaml
 # limits it to one run at a time, so a second writer waits in the queue instead of failing.
 WRITER_POOL = "hrms_writer"
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain names inside a configured root
+
+MAX_NAME_LENGTH = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnsafeName(ValueError):
+    """A name from run config that is not a plain file name inside its configured folder."""
+
+
+def excerpt(value: object, limit: int = 40) -> str:
+    """A short, escaped excerpt of untrusted text, safe to show in a message."""
+    text = str(value)
+    shown = text[:limit].encode("unicode_escape").decode("ascii")
+    return repr(shown + ("…" if len(text) > limit else ""))
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` when it is a plain file name (no folder, no `..`, not absolute, not hidden); else UnsafeName."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnsafeName(f"{what}: a file name is needed")
+    problem = None
+    if "/" in name or "\\" in name:
+        problem = "holds a path separator"
+    elif name in (".", "..") or name.startswith("."):
+        problem = "starts with '.' (hidden files and '..' are not allowed)"
+    elif _CONTROL.search(name):
+        problem = "holds control characters"
+    elif len(name) > MAX_NAME_LENGTH:
+        problem = f"is longer than {MAX_NAME_LENGTH} characters"
+    if problem:
+        raise UnsafeName(f"{what} {excerpt(name)} {problem}: give a plain file name inside the configured folder, "
+                         "not a path")
+    return name
+
+
+def open_regular_file(root: Path, name: str, what: str) -> BinaryIO:
+    """Open `root/name` for reading: a plain name, never through a symlink, only a regular file.
+
+    FIFOs and devices are refused without blocking on them (O_NONBLOCK until the type is known).
+    Raises UnsafeName for a bad name, FileNotFoundError when nothing has that name, and
+    PermissionError (with the reason) for anything that is not a regular file.
+    """
+    plain_name(name, what)
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: the name is a symlink
+                raise PermissionError(f"{what} {excerpt(name)} in {root} is a symbolic link; "
+                                      "only regular files are read") from None
+            raise
+    finally:
+        os.close(dir_fd)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise PermissionError(f"{what} {excerpt(name)} in {root} is {kind}; only regular files are read")
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    return os.fdopen(fd, "rb")
+
+
+def private_dir(path: Path) -> Path:
+    """`path` (and missing parents) as a folder only this user can enter: 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def create_private_file(path: Path, *, append: bool = False) -> BinaryIO:
+    """A file only this user can read (0600), never through a symlink; created when missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PermissionError(f"{path} is not a regular file")
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab" if append else "wb")

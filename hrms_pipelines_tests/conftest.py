@@ -1,5 +1,9 @@
-"""Test harness: one embedded PostgreSQL for the whole run, a template database with every migration
-applied, and a fresh copy of it (CREATE DATABASE ... TEMPLATE, ~0.1 s) for each test that wants one."""
+"""Test harness: one embedded PostgreSQL for the whole run, the duty roles bootstrapped on it, a
+template database with every migration applied by the migrator role, and a fresh copy of it (CREATE
+DATABASE ... TEMPLATE, ~0.1 s) for each test that wants one.
+
+`database_url` is the superuser's URL of the test database, for the tests' own assertions; the code
+under test reaches it through `hrms_db` (a PinnedDatabase), whose every duty logs in as its own role."""
 
 from __future__ import annotations
 
@@ -12,11 +16,35 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from hrms_pipelines import embedded, resources, settings
+from hrms_pipelines import embedded, resources, roles, settings
 from hrms_pipelines.migrations import files, runner
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import PinnedDatabase
 
 TEST_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-pgdata"
+
+
+@pytest.fixture(autouse=True)
+def deployment_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """This test's deployment configuration: every configured folder under its tmp_path (never the
+    developer's .hrms), as environment variables, the way a deployment sets them."""
+    home = tmp_path / "hrms_home"
+    dirs = {"home": home, "backups": home / "backups", "logs": home / "logs", "rejects": home / "rejects",
+            "keys": home / "keys"}
+    for env, key in ((settings.HOME_ENV, "home"), (settings.BACKUP_DIR_ENV, "backups"), (settings.LOGS_DIR_ENV, "logs"),
+                     (settings.REJECTS_DIR_ENV, "rejects"), (settings.KEYS_DIR_ENV, "keys")):
+        monkeypatch.setenv(env, str(dirs[key]))
+    for duty in roles.Duty:
+        monkeypatch.delenv(duty.url_env, raising=False)
+    return dirs
+
+
+@pytest.fixture
+def import_dir(monkeypatch: pytest.MonkeyPatch):
+    """`import_dir(path)` makes `path` the deployment's import folder (HRMS_IMPORT_DIR) for this test."""
+    def use(path: Path) -> Path:
+        monkeypatch.setenv(settings.IMPORT_DIR_ENV, str(path))
+        return path
+    return use
 
 
 @pytest.fixture(scope="session")
@@ -29,21 +57,32 @@ def _url(admin_url: str, database: str) -> str:
     return admin_url.replace("/postgres?", f"/{database}?", 1)
 
 
+def as_role(url: str, duty: roles.Duty) -> str:
+    """`url` logged in as `duty`'s role."""
+    return roles.with_user(url, duty.role)
+
+
 def create_database(admin_url: str, *, template: str | None = None, prefix: str = "test") -> str:
+    """A new database (a copy of `template`), the duty roles bootstrapped for it."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
             query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         conn.execute(query)
+    with psycopg.connect(_url(admin_url, name), autocommit=True) as conn:
+        roles.bootstrap(conn, name)
     return name
 
 
+def migrate(url: str, migration_list) -> None:
+    """Every migration applied to the database at `url`, as the migrator."""
+    with psycopg.connect(as_role(url, roles.MIGRATOR)) as conn:
+        runner.apply(conn, migration_list, log=lambda *_: None)
+
+
 def drop_database(admin_url: str, name: str) -> None:
-    url = _url(admin_url, name)
-    engine = resources._ENGINES.pop(url, None)
-    if engine is not None:
-        engine.dispose()
+    resources.dispose_engines(name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -56,8 +95,7 @@ def migrations() -> list[files.Migration]:
 @pytest.fixture(scope="session")
 def migrated_template(pg_admin_url: str, migrations) -> Iterator[str]:
     name = create_database(pg_admin_url, prefix="template")
-    with psycopg.connect(_url(pg_admin_url, name)) as conn:
-        runner.apply(conn, migrations, log=lambda *_: None)
+    migrate(_url(pg_admin_url, name), migrations)
     yield name
     drop_database(pg_admin_url, name)
 
@@ -79,8 +117,9 @@ def database_url(pg_admin_url: str, migrated_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def hrms_db(database_url: str) -> HrmsDatabase:
-    return HrmsDatabase(url=database_url)
+def hrms_db(database_url: str) -> PinnedDatabase:
+    """The code's way in: every duty at the test database, each as its own role."""
+    return PinnedDatabase(location=database_url)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +127,14 @@ def dagster_storage_url(pg_admin_url: str) -> Iterator[str]:
     """A database on the test server for Dagster's own storage (never the developer's .hrms)."""
     name = create_database(pg_admin_url, prefix="dagster")
     socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
-    yield f"postgresql+psycopg2://postgres:@/{name}?host={socket_dir}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) THEN "
+                             "CREATE ROLE {i} LOGIN; END IF; END $$").format(
+            r=sql.Literal(embedded.DAGSTER_ROLE), i=sql.Identifier(embedded.DAGSTER_ROLE)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(embedded.DAGSTER_ROLE)))
+    with psycopg.connect(_url(pg_admin_url, name), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(embedded.DAGSTER_ROLE)))
+    yield f"postgresql+psycopg2://{embedded.DAGSTER_ROLE}:@/{name}?host={socket_dir}"
     drop_database(pg_admin_url, name)
 
 

@@ -2,10 +2,13 @@
 
 import csv
 import io
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
+from hrms_pipelines import settings
 from hrms_pipelines.imports import history, ladders, org, stage, users
 from hrms_pipelines.imports.options import ImportOptions
 
@@ -74,10 +77,25 @@ class ListLog:
         self.lines.append(("error", message))
 
 
+@contextmanager
+def import_folder(directory: Path):
+    """`directory` as the deployment's import folder (HRMS_IMPORT_DIR) for the block."""
+    previous = os.environ.get(settings.IMPORT_DIR_ENV)
+    os.environ[settings.IMPORT_DIR_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(settings.IMPORT_DIR_ENV, None)
+        else:
+            os.environ[settings.IMPORT_DIR_ENV] = previous
+
+
 def run_stage(hrms_db, name: str, directory: Path, run_id: str = "test-run", **options):
     log = ListLog()
-    opts = ImportOptions(import_dir=str(directory), **options)
-    result = stage.run(hrms_db, STAGES[name], opts, run_id=run_id, log=stage.StageLog(log, opts.log_file, stage=name))
+    opts = ImportOptions(**options)
+    with import_folder(directory):
+        result = stage.run(hrms_db, STAGES[name], opts, run_id=run_id, log=stage.StageLog(log, opts.log_file, stage=name))
     result.log_lines = log.lines
     return result
 

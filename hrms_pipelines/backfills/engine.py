@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 from hrms_pipelines import locks, settings
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
-from hrms_pipelines.resources import HrmsDatabase, local_transaction
+from hrms_pipelines.resources import IMPORTER, HrmsDatabase, local_transaction
 
 CHECKPOINTS = f"{settings.HR_SCHEMA}.core_backfillcheckpoint"
 COUNT_TIMEOUT = "60s"
@@ -177,7 +177,7 @@ def read_checkpoint(conn: psycopg.Connection, name: str) -> Checkpoint | None:
 
 def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *, restart: bool, run_id: str | None) -> None:
     params = Jsonb({**plan.params, "options": {k: v for k, v in vars(options).items()}})
-    with local_transaction(conn, as_importer=True):
+    with local_transaction(conn):
         conn.execute(
             f"""
             INSERT INTO {CHECKPOINTS} AS c (name, status, params, run_id) VALUES (%(name)s, 'running', %(params)s, %(run_id)s)
@@ -194,7 +194,7 @@ def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *,
 
 
 def _finish_checkpoint(conn: psycopg.Connection, name: str, status: str, error: str | None = None) -> None:
-    with local_transaction(conn, as_importer=True):
+    with local_transaction(conn):
         conn.execute(
             f"""UPDATE {CHECKPOINTS} SET status = %(status)s, updated_at = now(),
                    finished_at = CASE WHEN %(status)s = 'completed' THEN now() END,
@@ -283,7 +283,7 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
         "SELECT min({key}), max({key}), count(*) FROM "
         "(SELECT {key} FROM {table} WHERE {after} AND ({pending}) ORDER BY {key} LIMIT %(_limit)s) batch"
     ).format(key=key, table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
-    with local_transaction(conn, as_importer=True, lock_timeout=options.lock_timeout,
+    with local_transaction(conn, lock_timeout=options.lock_timeout,
                            statement_timeout=options.statement_timeout):
         first, last, rows = conn.execute(bounds, {**plan.bind, "_after": after, "_limit": size}).fetchone()
         if not rows:
@@ -333,7 +333,7 @@ def run(
 ) -> Result:
     """Run `backfill` until no row is left (or `options.max_batches`); see the module docstring."""
     options.validate()
-    with db.connection(autocommit=True) as conn:
+    with db.connection(IMPORTER, autocommit=True) as conn:
         try:
             with locks.session_lock(conn, locks.backfill_lock(backfill.name), wait=options.lock_wait):
                 return _run_locked(conn, backfill, options, log=log, restart=restart, dry_run=dry_run, run_id=run_id)

@@ -263,7 +263,7 @@ def _trial(conn: psycopg.Connection, plan: Plan, spec: FieldSpec, columns: dict[
     ).format(table=plan.table_sql, set_clause=set_clause, key=key, pending=plan.pending_sql), plan.bind))
     stage = "value"
     try:
-        with local_transaction(conn, as_importer=True, lock_timeout="1s", statement_timeout="5s", force_rollback=True):
+        with local_transaction(conn, lock_timeout="1s", statement_timeout="5s", force_rollback=True):
             for stage, statement, params in stages:
                 conn.execute(statement, params)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.UndefinedFunction,

@@ -25,7 +25,7 @@ from hrms_pipelines.backfills import engine
 from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, as_backfill
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, BackfillRegistry, Options, registry
 from hrms_pipelines.metadata import markdown_table
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import IMPORTER, HrmsDatabase
 
 
 class ThrottleConfig(dg.Config):
@@ -69,7 +69,7 @@ class BackfillRunConfig(ThrottleConfig):
 
 def _run(context: dg.OpExecutionContext, hrms_db: HrmsDatabase, backfill: Backfill, options: Options,
          config: ThrottleConfig) -> dg.Output:
-    context.log.info(f"backfill {backfill.name} on database {hrms_db.display_url()}")
+    context.log.info(f"backfill {backfill.name} on database {hrms_db.display_url(IMPORTER)}")
     try:
         result = engine.run(hrms_db, backfill, options, log=context.log, restart=config.restart,
                             dry_run=config.dry_run, run_id=context.run_id)

@@ -22,7 +22,7 @@ from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.imports.stage import Stage, StageFailed, StageLog, dry_run, run
 from hrms_pipelines.metadata import markdown_table
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import READER, HrmsDatabase
 
 GROUP = "hrms_import"
 OWNERS = ["team:hr-data"]
@@ -79,7 +79,7 @@ def _all_unchanged(hrms_db: HrmsDatabase, stage: Stage, options: ImportOptions) 
     infos = [inspect_file(p) for p in stage.files(options)]
     if not infos:
         return []
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         found = [records.previous_success(conn, stage.name, info, stage.record_options(options)) for info in infos]
     return found if all(found) else None
 
@@ -116,9 +116,8 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
             context.log.info(f"no backup needed: {reason}")
             yield dg.MaterializeResult(metadata={"backup": f"not needed: {reason}"})
             return
-        with hrms_db.connection() as conn:
-            manifest = backups.take_backup(conn, stage.tables, label=f"import_{stage.name}", run_id=context.run.run_id,
-                                           backup_root=options.backup_root())
+        with hrms_db.connection(READER) as conn:
+            manifest = backups.take_backup(conn, stage.tables, label=f"import_{stage.name}", run_id=context.run.run_id)
         context.log.info(f"backup {manifest.backup_id}: {manifest.total_rows} rows of {len(manifest.tables)} tables in {manifest.directory}")
         yield dg.MaterializeResult(metadata=manifest.to_metadata())
 
@@ -154,7 +153,7 @@ def make_import_asset(stage: Stage):
             raise dg.Failure(description=str(exc)) from None
         if not result.files:
             log.info("no file configured for this stage; nothing imported")
-        with hrms_db.connection() as conn:
+        with hrms_db.connection(READER) as conn:
             counts = summaries.database_counts(conn)
         yield dg.MaterializeResult(metadata=summaries.stage_metadata(result, counts))
 

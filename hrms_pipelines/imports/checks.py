@@ -7,7 +7,7 @@ import dagster as dg
 from hrms_pipelines.imports import validations
 from hrms_pipelines.imports.assets import GROUP
 from hrms_pipelines.metadata import markdown_table
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import READER, HrmsDatabase
 
 # Check names, one per validation (the same names as hrms_pipelines.imports.validations).
 CHECK_NAMES = tuple(v.name for v in validations.VALIDATIONS)
@@ -21,7 +21,7 @@ def make_check(validation: validations.Validation):
         description=validation.description + (" Blocking: the next stage does not run when it fails." if validation.blocking else ""),
     )
     def check(hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
-        with hrms_db.connection() as conn:
+        with hrms_db.connection(READER) as conn:
             count, rows = validation.offending(conn)
         metadata = {"offending_rows": dg.MetadataValue.int(count)}
         if count:

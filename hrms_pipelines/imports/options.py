@@ -2,7 +2,11 @@
 
     resources:
       hrms_import_options:
-        config: {import_dir: /data/incoming, dry_run: true, force_update: false}
+        config: {users_file: users-2026-11.csv, dry_run: true, force_update: false}
+
+Where the files are read from, where backups, rejects and log files go, is deployment configuration
+(HRMS_IMPORT_DIR, HRMS_BACKUP_DIR, HRMS_REJECTS_DIR, HRMS_LOGS_DIR), never run config: a run names
+files only by plain names inside those folders.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ DEFAULT_ORG_FILES = ["organizations.csv", "departments.csv", "tribes.csv", "chap
 class ImportOptions(dg.ConfigurableResource):
     """Options of an `hrms_import` run (the seed's command-line flags)."""
 
-    import_dir: str = Field(default="", description="Folder of the CSV files; default HRMS_IMPORT_DIR, else seeds/sample.")
-    ladders_file: str = Field(default="ladders.csv", description="Ladders file in import_dir; empty skips the stage.")
+    ladders_file: str = Field(default="ladders.csv",
+                              description="Ladders file: a plain name in the import folder (HRMS_IMPORT_DIR); empty skips the stage.")
     org_files: list[str] = Field(default_factory=lambda: list(DEFAULT_ORG_FILES),
-                                 description="Organisation files in import_dir, each one's type detected from its columns.")
-    users_file: str = Field(default="users.csv", description="Users file in import_dir; empty skips the stage.")
-    history_file: str = Field(default="history.csv", description="History file in import_dir; empty skips the stage.")
+                                 description="Organisation files in the import folder, each one's type detected from its columns.")
+    users_file: str = Field(default="users.csv", description="Users file in the import folder; empty skips the stage.")
+    history_file: str = Field(default="history.csv", description="History file in the import folder; empty skips the stage.")
     dry_run: bool = Field(default=False, description="Run every stage in one transaction and roll it back; no backup, no materialization.")
     backup: bool = Field(default=True, description="Back up the tables of each stage before it writes.")
     validate_after: bool = Field(default=True, alias="validate",
@@ -39,24 +43,33 @@ class ImportOptions(dg.ConfigurableResource):
     levels_only: bool = Field(default=False, description="Import only the level rows of the ladders file.")
     skip_duplicates: bool = Field(default=True, description="History: leave existing events as they are (default).")
     update_existing: bool = Field(default=False, description="History: update existing events whose details differ.")
-    log_file: str = Field(default="", description="Also write every operation to this file.")
-    backup_dir: str = Field(default="", description="Where backups go; default HRMS_BACKUP_DIR, else .hrms/backups.")
+    log_file: str = Field(default="", description="Also write every operation to this file: a plain name in the "
+                                                  "logs folder (HRMS_LOGS_DIR), 0600.")
     lock_timeout: str = Field(default="10s", description="How long a stage waits for a table lock before failing.")
     chunk_rows: int = Field(default=100_000, description="Rows per validation chunk (memory stays flat).")
 
     def directory(self) -> Path:
-        return Path(self.import_dir).expanduser().resolve() if self.import_dir else settings.import_dir()
-
-    def backup_root(self) -> Path:
-        return Path(self.backup_dir).expanduser().resolve() if self.backup_dir else settings.backup_dir()
+        """The import folder: deployment configuration (HRMS_IMPORT_DIR), never run config."""
+        return settings.import_dir()
 
     def file(self, name: str) -> Path:
-        return self.directory() / name
+        """`name` in the import folder; refused (UnsafeName) unless it is a plain file name."""
+        return self.directory() / settings.plain_name(name, "import file")
+
+    def names(self) -> list[str]:
+        """Every file name the options select, checked: the first bad one is refused before anything runs."""
+        names = [n for n in [self.ladders_file, *self.org_files, self.users_file, self.history_file] if n]
+        for name in names:
+            settings.plain_name(name, "import file")
+        if self.log_file:
+            settings.plain_name(self.log_file, "log_file")
+        return names
 
 
 def rejects_dir(run_id: str | None) -> Path:
-    """Reject reports of a run: under HRMS_HOME (never beside the backups)."""
-    return settings.hrms_home() / "runs" / (run_id or "adhoc") / "rejects"
+    """Reject reports of a run: under the rejects folder (HRMS_REJECTS_DIR), 0700, never beside the backups."""
+    run = "".join(c for c in (run_id or "adhoc") if c.isalnum() or c == "-")[:64] or "adhoc"
+    return settings.rejects_dir() / run
 
 
 def schedule_cron() -> str:

@@ -17,6 +17,7 @@ import codecs
 import csv
 import difflib
 import hashlib
+import io
 import re
 import threading
 import warnings
@@ -29,6 +30,7 @@ import pandera.pandas as pa
 import psycopg
 from psycopg import sql
 
+from hrms_pipelines import settings
 from hrms_pipelines.imports import schemas
 
 BLOCK = 1 << 20
@@ -83,8 +85,8 @@ class RejectReport:
             self.first.append(reject)
         if self.path is not None:
             if self._writer is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("w", newline="", encoding="utf-8")
+                settings.private_dir(self.path.parent)
+                self._handle = io.TextIOWrapper(settings.create_private_file(self.path), newline="", encoding="utf-8")
                 self._writer = csv.writer(self._handle)
                 self._writer.writerow(REJECT_HEADERS)
             self._writer.writerow(reject.as_row())
@@ -129,16 +131,21 @@ def normalise_header(name: str) -> str:
 
 def inspect_file(path: Path) -> FileInfo:
     """sha256, size, UTF-8 check and header of a file, in one streaming pass."""
-    if not path.exists():
-        raise ImportFileError(f"{path.name}: file not found at {path}. Put the file in the import directory or fix the file name in the run config.")
-    if not path.is_file():
-        raise ImportFileError(f"{path.name}: {path} is not a file.")
+    try:
+        handle = settings.open_regular_file(path.parent, path.name, "import file")
+    except settings.UnsafeName as exc:
+        raise ImportFileError(str(exc)) from None
+    except FileNotFoundError:
+        raise ImportFileError(f"{path.name}: no such file in the import folder {path.parent}. Put the file there "
+                              "or fix the file name in the run config.") from None
+    except PermissionError as exc:
+        raise ImportFileError(str(exc)) from None
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     lines = 1
     size = 0
     head = b""
-    with path.open("rb") as handle:
+    with handle:
         while block := handle.read(BLOCK):
             if size == 0:
                 if block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -181,10 +188,10 @@ def check_columns(info: FileInfo, required: tuple[str, ...] | list[str], known: 
         problems = []
         for column in missing:
             near = difflib.get_close_matches(column, [c for c in info.columns if c not in known], n=1, cutoff=0.6)
-            problems.append(f"'{column}'" + (f" (found '{near[0]}': misspelled?)" if near else ""))
+            problems.append(f"'{column}'" + (f" (found {settings.excerpt(near[0])}: misspelled?)" if near else ""))
         raise ImportFileError(
             f"{info.name}: row 1 (header) is missing required column(s) {', '.join(problems)}. "
-            f"Columns found: {', '.join(info.columns)}. Expected: {', '.join(known)}."
+            f"Expected columns: {', '.join(known)}. Found (excerpt): {settings.excerpt(','.join(info.columns), 80)}."
         )
     info.extra = [c for c in info.columns if c not in known]
     if info.extra:

@@ -11,7 +11,7 @@ from hrms_pipelines.imports import records
 from hrms_pipelines.imports.jobs import hrms_import
 from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions, schedule_cron, schedule_timezone
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import READER, HrmsDatabase
 
 # The sample's organisation files name leaders before the users file creates them.
 NIGHTLY_OPTIONS = {"create_users": True}
@@ -20,7 +20,7 @@ NIGHTLY_OPTIONS = {"create_users": True}
 def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[str], list[str]]:
     """(changed or new files, unchanged files) of the import directory."""
     names = [n for n in [options.ladders_file, *options.org_files, options.users_file, options.history_file] if n]
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         last = records.last_success_by_file(conn)
     changed, unchanged = [], []
     for name in names:

@@ -4,6 +4,7 @@ set-based merge of staged rows into a table (insert new, update real changes onl
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -13,11 +14,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import locks
+from hrms_pipelines import locks, settings
 from hrms_pipelines.imports import records, validations
 from hrms_pipelines.imports.options import ImportOptions, rejects_dir
 from hrms_pipelines.imports.reader import FileInfo, ImportFileError, RejectReport, inspect_file
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import IMPORTER, HrmsDatabase
 
 COUNT_KEYS = ("rows_read", "inserted", "updated", "unchanged", "skipped", "rejected")
 
@@ -98,15 +99,7 @@ class StageLog:
         self.stage = stage
         self.file_logger: logging.Logger | None = None
         if log_file:
-            logger = logging.getLogger(f"hrms_import.file.{Path(log_file).resolve()}")
-            if not logger.handlers:
-                Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-                handler = logging.FileHandler(log_file, encoding="utf-8")
-                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-                logger.addHandler(handler)
-                logger.setLevel(logging.INFO)
-                logger.propagate = False
-            self.file_logger = logger
+            self.file_logger = _file_logger(log_file)
 
     def _emit(self, level: str, message: str) -> None:
         text = f"[{self.stage}] {message}" if self.stage else message
@@ -134,6 +127,22 @@ class StageLog:
 
     def error(self, message: str) -> None:
         self._emit("error", message)
+
+
+def _file_logger(name: str) -> logging.Logger:
+    """The optional log file: a plain name inside the logs folder (HRMS_LOGS_DIR), 0600 in a 0700
+    folder, appended to, never through a symlink."""
+    folder = settings.private_dir(settings.logs_dir())
+    path = folder / settings.plain_name(name, "log_file")
+    logger = logging.getLogger(f"hrms_import.file.{path}")
+    if not logger.handlers:
+        stream = io.TextIOWrapper(settings.create_private_file(path, append=True), encoding="utf-8", line_buffering=True)
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 @dataclass
@@ -246,7 +255,7 @@ def run(
     """One stage as one transaction, as the import role, under the imports advisory lock."""
     infos = [inspect_file(p) for p in stage.files(options)]
     try:
-        with hrms_db.transaction(as_importer=True, lock_timeout=options.lock_timeout) as conn:
+        with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout) as conn:
             with locks.transaction_lock(conn, locks.IMPORTS):
                 result = execute(conn, stage, options, run_id=run_id, log=log, infos=infos)
         return result
@@ -259,7 +268,7 @@ def _record_failure(hrms_db, stage: Stage, options: ImportOptions, infos: list[F
     """After the rollback, leave a 'failed' import record per file saying why."""
     rejected = exc.rejects.count if isinstance(exc, ImportFileError) and exc.rejects else 0
     try:
-        with hrms_db.transaction(as_importer=True) as conn:
+        with hrms_db.transaction(IMPORTER) as conn:
             for info in infos:
                 records.record_outcome(conn, stage.name, info, stage.record_options(options), run_id, "failed",
                                        {"rejected": rejected}, str(exc))
@@ -279,7 +288,7 @@ def dry_run(
     would have written. Stops at the first failing stage (its result carries the failure)."""
     results: list[StageResult] = []
     try:
-        with hrms_db.transaction(as_importer=True, lock_timeout=options.lock_timeout) as conn:
+        with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout) as conn:
             with locks.transaction_lock(conn, locks.IMPORTS):
                 for stage in stages:
                     log = log_for(stage.name)

@@ -4,20 +4,27 @@ for new and changed files).
 
     ops:
       check_migration_files:
-        config: {paths: [sql/migrations/payroll/0004_x.up.sql], strict: true, app: payroll, json: false}
+        config: {paths: [payroll/0004_x.up.sql], strict: true, app: payroll, json: false}
+
+Paths name files or app folders inside the deployment's migrations folder (HRMS_MIGRATIONS_DIR, else
+sql/migrations), relative to it: the job never reads SQL from anywhere else.
 """
+
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from hrms_pipelines import settings
 from hrms_pipelines.migrations.check import Options, UsageError, analyze_paths
 from hrms_pipelines.migrations.check.sizes import SizesError
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import READER, HrmsDatabase
 
 
 class CheckMigrationsConfig(dg.Config):
     paths: list[str] = []
-    """Migration files or folders to check; empty: every migration."""
+    """Migration files or app folders inside the migrations folder, relative to it (payroll/0004_x.up.sql,
+    payroll); empty: every migration."""
     strict: bool = False
     """Fail on WARNING findings too, not only DANGER."""
     app: str | None = None
@@ -26,24 +33,41 @@ class CheckMigrationsConfig(dg.Config):
     """`json` in run config: also write the findings to the log and metadata as JSON (the CLI's --json)."""
     standalone: bool = False
     """Judge every file as a script run on its own (no runner transaction or timeouts)."""
-    migrations_dir: str = ""
-    """The migrations folder; default sql/migrations (or HRMS_MIGRATIONS_DIR)."""
     live_sizes: bool = False
     """Read live table sizes and the applied-migration ledger from the HR database."""
 
 
+def inside_migrations(raw: str) -> Path:
+    """`raw` (relative to the migrations folder, or absolute inside it) as a path inside that folder;
+    anything else, a symlink on the way included, is a UsageError naming it."""
+    root = settings.migrations_dir()
+    given = Path(raw)
+    if given.is_absolute() and not given.is_relative_to(root):
+        raise UsageError(f"path {settings.excerpt(raw)} is outside the migrations folder {root}; "
+                         "only migrations of the deployment's folder are checked")
+    relative = given.relative_to(root) if given.is_absolute() else given
+    if not relative.parts or any(part.startswith(".") for part in relative.parts):
+        raise UsageError(f"path {settings.excerpt(raw)} must name a file or app folder inside the migrations folder "
+                         f"{root}, relative to it (no '..', no hidden names)")
+    walked = root
+    for part in relative.parts:
+        walked = walked / part
+        if walked.is_symlink():
+            raise UsageError(f"path {settings.excerpt(raw)}: {walked} is a symbolic link; only real files of the "
+                             "migrations folder are checked")
+    return walked
+
+
 @dg.op(description="Run the migration safety analyzer; fail on DANGER findings (WARNING too when strict).")
 def check_migration_files(context: dg.OpExecutionContext, config: CheckMigrationsConfig, hrms_db: HrmsDatabase) -> None:
-    from pathlib import Path
-
     options = Options(strict=config.strict, app=config.app, standalone=config.standalone)
-    migrations_dir = Path(config.migrations_dir) if config.migrations_dir else None
     try:
+        paths = [inside_migrations(p) for p in config.paths]
         if config.live_sizes:
-            with hrms_db.connection(autocommit=True) as conn:
-                report = analyze_paths(config.paths, migrations_dir=migrations_dir, options=options, conn=conn)
+            with hrms_db.connection(READER, autocommit=True) as conn:
+                report = analyze_paths(paths, options=options, conn=conn)
         else:
-            report = analyze_paths(config.paths, migrations_dir=migrations_dir, options=options)
+            report = analyze_paths(paths, options=options)
     except (UsageError, SizesError) as exc:
         raise dg.Failure(f"cannot check migrations: {exc}") from exc
     context.log.info(report.to_text())

@@ -5,6 +5,10 @@ A migration without a down file is irreversible. Header comments (before the fir
     -- hrms:non-transactional        run statement by statement outside a transaction
                                      (needed for CREATE INDEX CONCURRENTLY)
     -- hrms:depends-on: org/0001     must be applied after that migration of another app
+    -- hrms:supersedes-checksum: <sha256>
+                                     an earlier content of this file, applied somewhere already,
+                                     that the ledger may still name (an edit reviewed as harmless
+                                     to databases that ran the earlier one)
 
 Within an app each migration depends on the one before it.
 """
@@ -23,6 +27,7 @@ from pglast import parser as pg_parser
 FILE_PATTERN = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
 NON_TRANSACTIONAL_MARKER = re.compile(r"^\s*--\s*hrms:non-transactional\b", re.IGNORECASE)
 DEPENDS_ON_MARKER = re.compile(r"^\s*--\s*hrms:depends-on:\s*(?P<refs>.+)$", re.IGNORECASE)
+SUPERSEDES_MARKER = re.compile(r"^\s*--\s*hrms:supersedes-checksum:\s*(?P<shas>[0-9a-f,\s]+)$", re.IGNORECASE)
 
 
 class MigrationError(Exception):
@@ -61,6 +66,19 @@ class MigrationFile:
     def transactional(self) -> bool:
         """False when the header says `-- hrms:non-transactional`."""
         return not any(NON_TRANSACTIONAL_MARKER.match(line) for line in self.header_lines())
+
+    @cached_property
+    def superseded_checksums(self) -> frozenset[str]:
+        """Earlier contents of this file that a ledger may name (`-- hrms:supersedes-checksum:`)."""
+        found: set[str] = set()
+        for line in self.header_lines():
+            if match := SUPERSEDES_MARKER.match(line):
+                found.update(s.lower() for s in re.split(r"[,\s]+", match["shas"].strip()) if len(s) == 64)
+        return frozenset(found)
+
+    def accepts_checksum(self, checksum: str) -> bool:
+        """The ledger's checksum is this file's, or one it declares it supersedes."""
+        return checksum == self.checksum or checksum in self.superseded_checksums
 
     def header_lines(self) -> list[str]:
         lines = []

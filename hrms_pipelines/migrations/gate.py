@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from hrms_pipelines.migrations import files
+from hrms_pipelines.roles import MIGRATOR
 from hrms_pipelines.migrations.check import Options, Report, analyze_migrations
 from hrms_pipelines.migrations.check.analyzer import applied_keys
 from hrms_pipelines.migrations.check.sizes import TableSizes
@@ -52,7 +53,7 @@ def check_pending(migrations: list[files.Migration], pending: list[files.Migrati
     """`migrations`: every migration, in order (earlier ones teach the analyzer); `pending`: those judged."""
     if not pending:
         return Verdict()
-    with database.connection(autocommit=True) as conn:
+    with database.connection(MIGRATOR, autocommit=True) as conn:
         sizes = TableSizes.load(conn=conn)
         applied = applied_keys(conn)
     report = analyze_migrations(migrations, sizes=sizes, selected={m.key for m in pending}, applied=applied,

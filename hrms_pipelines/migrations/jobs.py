@@ -12,7 +12,6 @@ All settings of a run go to the first op, e.g.
 
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
@@ -20,7 +19,7 @@ from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.migrations import files, gate, runner
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import MIGRATOR, HrmsDatabase
 
 
 
@@ -37,8 +36,6 @@ class ApplyMigrationsConfig(dg.Config):
     """How long to wait for another migration run to finish before failing."""
     strict: bool = False
     """Refuse pending migrations with WARNING findings too, not only DANGER."""
-    migrations_dir: str = ""
-    """Folder of the migration files; default sql/migrations (or HRMS_MIGRATIONS_DIR)."""
 
 
 @dataclass
@@ -47,8 +44,10 @@ class MigrationPlan:
     pending: list[str] = field(default_factory=list)
 
 
-def _migrations(migrations_dir: str) -> list[files.Migration]:
-    return files.discover(Path(migrations_dir) if migrations_dir else settings.migrations_dir())
+def _migrations() -> list[files.Migration]:
+    """The deployment's migrations folder (HRMS_MIGRATIONS_DIR, else sql/migrations): never run config,
+    since whoever chose the folder would choose the SQL the migrator runs."""
+    return files.discover(settings.migrations_dir())
 
 
 def _by_label(migrations: list[files.Migration], labels: list[str]) -> list[files.Migration]:
@@ -58,8 +57,8 @@ def _by_label(migrations: list[files.Migration], labels: list[str]) -> list[file
 
 @dg.op(description="List the pending migrations in dependency order; refuse when an applied file changed.")
 def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfig, hrms_db: HrmsDatabase) -> MigrationPlan:
-    migrations = _migrations(config.migrations_dir)
-    with hrms_db.connection(autocommit=True) as conn:
+    migrations = _migrations()
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         ledger = runner.read_ledger(conn)
     try:
         pending = runner.plan(migrations, ledger, app=config.app)
@@ -67,14 +66,14 @@ def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfi
         raise dg.Failure(str(exc)) from exc
     rows = [[m.label, "yes" if m.transactional else "no (CONCURRENTLY)", "yes" if m.reversible else "NO"] for m in pending]
     table = markdown_table(["migration", "transactional", "reversible"], rows) if rows else "nothing pending"
-    context.log.info(f"database {hrms_db.display_url()}; {len(pending)} pending migration(s)\n{table}")
+    context.log.info(f"database {hrms_db.display_url(MIGRATOR)}; {len(pending)} pending migration(s)\n{table}")
     context.add_output_metadata({"pending": len(pending), "plan": dg.MetadataValue.md(table), "dry_run": config.dry_run})
     return MigrationPlan(settings=config.model_dump(), pending=[m.label for m in pending])
 
 
 @dg.op(description="Run the migration safety analyzer over the pending files; refuse failing findings.")
 def check_migration_safety(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> MigrationPlan:
-    migrations = _migrations(plan.settings["migrations_dir"])
+    migrations = _migrations()
     verdict = gate.check_pending(migrations, _by_label(migrations, plan.pending), strict=plan.settings["strict"],
                                  database=hrms_db, log=context.log)
     context.add_output_metadata(verdict.metadata())
@@ -94,9 +93,9 @@ def apply_planned_migrations(context: dg.OpExecutionContext, plan: MigrationPlan
         context.log.info("dry run: nothing applied")
         context.add_output_metadata({"applied": 0, "dry_run": True})
         return plan
-    migrations = _migrations(plan.settings["migrations_dir"])
+    migrations = _migrations()
     timeouts = runner.Timeouts(plan.settings["lock_timeout"], plan.settings["statement_timeout"])
-    with hrms_db.connection(autocommit=True) as conn:
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         try:
             applied = runner.apply(
                 conn, migrations, app=plan.settings["app"], timeouts=timeouts, run_id=context.run_id,
@@ -117,8 +116,8 @@ def apply_planned_migrations(context: dg.OpExecutionContext, plan: MigrationPlan
 def verify_migrations(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> None:
     if plan.settings["dry_run"]:
         return
-    migrations = _migrations(plan.settings["migrations_dir"])
-    with hrms_db.connection(autocommit=True) as conn:
+    migrations = _migrations()
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         report = runner.verify(conn, migrations, app=plan.settings["app"])
         ledger = runner.read_ledger(conn)
     context.log.info(f"ledger holds {len(ledger)} migration(s)")
@@ -144,15 +143,14 @@ class RevertMigrationsConfig(dg.Config):
     lock_timeout: str = runner.DEFAULT_LOCK_TIMEOUT
     statement_timeout: str = runner.DEFAULT_STATEMENT_TIMEOUT
     runner_wait: str = runner.DEFAULT_RUNNER_WAIT
-    migrations_dir: str = ""
 
 
 @dg.op(description="Revert applied migrations newer than the target, newest first, with their down files.", pool=settings.WRITER_POOL)
 @transient_retries
 def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsConfig, hrms_db: HrmsDatabase) -> str:
-    migrations = _migrations(config.migrations_dir)
+    migrations = _migrations()
     timeouts = runner.Timeouts(config.lock_timeout, config.statement_timeout)
-    with hrms_db.connection(autocommit=True) as conn:
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         try:
             if config.dry_run:
                 doomed = runner.revert_plan(migrations, runner.read_ledger(conn), app=config.app, target=config.target)
@@ -166,13 +164,13 @@ def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsCon
     table = markdown_table(["migration"], [[m.label] for m in doomed]) if doomed else "nothing to revert"
     context.log.info(("dry run, would revert:\n" if config.dry_run else "reverted:\n") + table)
     context.add_output_metadata({"reverted": 0 if config.dry_run else len(doomed), "plan": dg.MetadataValue.md(table)})
-    return config.migrations_dir
+    return config.target
 
 
 @dg.op(description="System checks after a revert: no INVALID index, every foreign key validated, files unchanged.")
-def verify_after_revert(context: dg.OpExecutionContext, migrations_dir: str, hrms_db: HrmsDatabase) -> None:
-    with hrms_db.connection(autocommit=True) as conn:
-        report = runner.verify(conn, _migrations(migrations_dir))
+def verify_after_revert(context: dg.OpExecutionContext, target: str, hrms_db: HrmsDatabase) -> None:
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
+        report = runner.verify(conn, _migrations())
     report.pending = []  # a revert leaves migrations pending on purpose
     if not report.ok:
         raise dg.Failure("verification failed:\n" + "\n".join(report.problems()))

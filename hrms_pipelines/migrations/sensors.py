@@ -60,8 +60,6 @@ def migration_files_sensor(context: dg.SensorEvaluationContext):
     context.log.info(f"new: {new}; changed: {changed}; deleted: {deleted}")
     return dg.RunRequest(
         run_key=run_key,
-        run_config={"ops": {"check_migration_files": {"config": {
-            "paths": [str(root / p) for p in checked], "migrations_dir": str(root),
-        }}}},
+        run_config={"ops": {"check_migration_files": {"config": {"paths": checked}}}},
         tags={"hrms/migration-files": ",".join(checked)[:200]},
     )

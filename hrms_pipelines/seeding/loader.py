@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from hrms_pipelines import locks, settings
-from hrms_pipelines.resources import HrmsDatabase, local_transaction
+from hrms_pipelines.resources import IMPORTER, READER, HrmsDatabase, local_transaction
 from hrms_pipelines.seeding import fixtures as fx
 from hrms_pipelines.seeding.fixtures import Fixture, FixtureError, FixtureRows
 
@@ -237,8 +237,8 @@ def load_fixtures(
     files = [fx.read(fixture, directory) for fixture in ordered]
 
     results: list[FixtureResult] = []
-    with hrms_db.connection() as conn:
-        with local_transaction(conn, as_importer=True, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT,
+    with hrms_db.connection(IMPORTER) as conn:
+        with local_transaction(conn, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT,
                                force_rollback=dry_run):
             try:
                 with locks.transaction_lock(conn, locks.SEEDS):
@@ -268,7 +268,7 @@ def missing_natural_keys(hrms_db: HrmsDatabase, fixture: Fixture, directory: Pat
     indexes = [fixture.columns.index(c) for c in fixture.natural_key]
     stage_name = _ident(f"seed_check_{fixture.key}")
     target = _ident(settings.HR_SCHEMA, fixture.table)
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         with conn.transaction(force_rollback=True):
             conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
                 stage_name, _columns(fixture.natural_key), target))

@@ -1,20 +1,22 @@
--- Foundation: the hrms schema, the import role, the audit log, backfill checkpoints, and the
--- application's roles, permissions and login accounts.
+-- hrms:supersedes-checksum: 695c7ad52d937b4e8e04c19c0a7eec526d68e1d9f237ea87614063ff9b89ad86
+--   (the first version created the import role and granted it to the migrating user; roles are now
+--   created by an administrator before the first migration: python -m hrms_pipelines.roles sql)
+-- Foundation: the hrms schema, the audit log, backfill checkpoints, and the application's roles,
+-- permissions and login accounts.
 
 CREATE SCHEMA IF NOT EXISTS hrms;
 
--- Imports (and seeds, and backfills) run as this role. It gets SELECT, INSERT and UPDATE on the HR
--- tables and never DELETE or TRUNCATE, so "imports never delete" holds even against a bug.
--- Roles are cluster-wide: created once, kept when this migration is reverted.
+-- Every duty logs in as its own role (hrms_pipelines.roles); an administrator creates them before
+-- the first migration, so a migration never needs CREATEROLE. Imports (and seeds, and backfills)
+-- log in as hrms_importer: SELECT, INSERT and UPDATE on the HR tables, never DELETE or TRUNCATE, so
+-- "imports never delete" holds even against a bug.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hrms_importer') THEN
-        CREATE ROLE hrms_importer NOLOGIN;
+        RAISE EXCEPTION 'role hrms_importer does not exist: create the duty roles first (python -m hrms_pipelines.roles sql)';
     END IF;
 END
 $$;
--- The migrating user may SET ROLE to it.
-GRANT hrms_importer TO CURRENT_USER;
 GRANT USAGE ON SCHEMA hrms TO hrms_importer;
 
 -- Audit log: one row per change made by an import, seed, backfill or restore, with the values

@@ -1,0 +1,265 @@
+"""One database login role per duty; each job connects as the role of its duty, never as a superuser.
+
+| duty       | role            | may                                                                 |
+|------------|-----------------|---------------------------------------------------------------------|
+| migrator   | hrms_migrator   | own the schema: apply and revert migrations, audit-partition upkeep |
+| importer   | hrms_importer   | SELECT, INSERT, UPDATE on HR tables; never DELETE or TRUNCATE        |
+| restorer   | hrms_restorer   | replace rows of the tables an import stage backs up (restore, undo) |
+| reader     | hrms_reader     | SELECT (checks, sensors, reports); INSERT of failure alerts          |
+
+The audit log is INSERT-only for every one of them (the migrator, its owner, is stopped by
+triggers). What each role may do on each table is granted by the migrations (core/0003); this module
+creates the roles themselves, which needs an administrator (the superuser of the embedded server, or
+the managed service's admin role), and refuses any connection that is more privileged than its duty.
+
+Where each duty connects (deployment configuration, read from the environment):
+- `HRMS_<DUTY>_URL` (e.g. HRMS_IMPORTER_URL): a full URL for that duty, used as given;
+- else `HRMS_DATABASE_URL` with the duty's role as the user and `HRMS_<DUTY>_PASSWORD` as password
+  (or libpq's password file, `passfile=` / PGPASSFILE);
+- else the embedded server under .hrms/, as the duty's role.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from hrms_pipelines import settings
+
+
+@dataclass(frozen=True)
+class _DutyInfo:
+    role: str
+    purpose: str
+
+
+class Duty(Enum):
+    MIGRATOR = _DutyInfo("hrms_migrator", "owns the schema; applies and reverts migrations; audit-partition upkeep")
+    IMPORTER = _DutyInfo(settings.IMPORT_ROLE, "imports, seeds, backfills: SELECT, INSERT, UPDATE; never DELETE")
+    RESTORER = _DutyInfo("hrms_restorer", "restores backups and undoes runs on the tables an import stage writes")
+    READER = _DutyInfo("hrms_reader", "asset checks, sensors, reports: read only (and records failure alerts)")
+
+    @property
+    def role(self) -> str:
+        return self.value.role
+
+    @property
+    def purpose(self) -> str:
+        return self.value.purpose
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    @property
+    def url_env(self) -> str:
+        return f"HRMS_{self.name}_URL"
+
+    @property
+    def password_env(self) -> str:
+        return f"HRMS_{self.name}_PASSWORD"
+
+
+MIGRATOR, IMPORTER, RESTORER, READER = Duty.MIGRATOR, Duty.IMPORTER, Duty.RESTORER, Duty.READER
+ALL_ROLES = tuple(d.role for d in Duty)
+
+# Built-in roles that reach the server's files or processes: no duty may hold them.
+DANGEROUS_BUILTIN_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program",
+                           "pg_signal_backend", "pg_checkpoint", "pg_create_subscription")
+
+
+class RoleError(Exception):
+    """A connection that must not be used for its duty, or roles that are not set up; says what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """`url` (libpq URL form) with its user (and password) replaced; host, database, options kept."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("user", "password")]
+    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, urlencode(query, safe="/"), parts.fragment))
+
+
+def url_user(url: str) -> str | None:
+    parts = urlsplit(url)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "user":
+            return value
+    if "@" in parts.netloc:
+        return unquote(parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]) or None
+    return None
+
+
+def duty_url(duty: Duty, location: str | None = None) -> str:
+    """Where `duty` connects: its own URL variable, else the location URL (HRMS_DATABASE_URL or the
+    embedded server's) as the duty's role."""
+    own = os.environ.get(duty.url_env)
+    if own and location is None:
+        return own
+    if location is None:
+        location = os.environ.get(settings.DATABASE_URL_ENV)
+    if not location:
+        from hrms_pipelines import embedded
+
+        location = embedded.hr_database_url()
+    return with_user(location, duty.role, os.environ.get(duty.password_env) or None)
+
+
+# --------------------------------------------------------------------------------------------------
+# The guard every job connection passes
+
+
+def guard(conn: psycopg.Connection, duty: Duty) -> None:
+    """Refuse a connection more privileged than `duty`: a superuser, CREATEROLE, BYPASSRLS or
+    REPLICATION role, a member of a role that reads or runs things on the server or of another
+    duty's role; for every duty but the migrator, one that owns or may create in the HR schema."""
+    row = conn.execute(
+        """
+        SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolbypassrls, r.rolreplication,
+               ARRAY(SELECT b.rolname FROM pg_roles b
+                     WHERE b.oid <> r.oid AND pg_has_role(r.oid, b.oid, 'MEMBER')
+                       AND (b.rolsuper OR b.rolcreaterole OR b.rolbypassrls
+                            OR b.rolname = ANY (%(dangerous)s) OR b.rolname = ANY (%(duties)s))
+                     ORDER BY 1),
+               coalesce((SELECT pg_has_role(r.oid, n.nspowner, 'MEMBER') OR has_schema_privilege(r.oid, n.oid, 'CREATE')
+                         FROM pg_namespace n WHERE n.nspname = %(schema)s), false)
+        FROM pg_roles r WHERE r.rolname = session_user
+        """,
+        {"dangerous": list(DANGEROUS_BUILTIN_ROLES), "duties": list(ALL_ROLES), "schema": settings.HR_SCHEMA},
+    ).fetchone()
+    name, superuser, createrole, bypassrls, replication, memberships, owns_schema = row
+    problems = [label for flag, label in ((superuser, "is a superuser"), (createrole, "has CREATEROLE"),
+                                          (bypassrls, "has BYPASSRLS"), (replication, "has REPLICATION")) if flag]
+    if memberships:
+        problems.append(f"is a member of {', '.join(memberships)}")
+    if owns_schema and duty is not MIGRATOR:
+        problems.append(f"owns or may create objects in the {settings.HR_SCHEMA} schema (that is the migrator's duty)")
+    if problems:
+        raise RoleError(
+            f"refusing to connect as {name!r} for the {duty.key} duty: the role {'; '.join(problems)}. "
+            f"Each duty logs in as its own unprivileged role ({duty.role} by default); set {duty.url_env} "
+            f"(or HRMS_DATABASE_URL plus {duty.password_env}) to that role's login. "
+            "`python -m hrms_pipelines.roles sql` prints the statements an administrator runs to create the roles."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Creating the roles (an administrator's job)
+
+
+def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None) -> list[sql.Composable]:
+    """What an administrator runs once per cluster and database, idempotent: the login roles with
+    no special attribute, membership of nothing, and what each may do on the database itself."""
+    passwords = passwords or {}
+    statements: list[sql.Composable] = []
+    for duty in Duty:
+        role = sql.Identifier(duty.role)
+        attributes = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")
+        statements.append(sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {role}; "
+            "END IF; END $$").format(name=sql.Literal(duty.role), role=role))
+        statements.append(sql.SQL("ALTER ROLE {} {}").format(role, attributes))
+        if duty in passwords:
+            statements.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(passwords[duty])))
+    db = sql.Identifier(database)
+    statements.append(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(db))
+    statements.append(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(MIGRATOR.role)))
+    statements.append(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+        db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty if d is not MIGRATOR)))
+    return statements
+
+
+def _revoke_memberships(conn: psycopg.Connection) -> None:
+    """A duty's role holds no other role (older versions granted the import role to the migrating user;
+    that direction is harmless, the other is not)."""
+    rows = conn.execute(
+        "SELECT g.rolname, m.rolname FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid "
+        "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = ANY (%s)", [list(ALL_ROLES)]).fetchall()
+    for granted, member in rows:
+        conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(granted), sql.Identifier(member)))
+
+
+def _transfer_ownership(conn: psycopg.Connection) -> int:
+    """Objects of the HR and ledger schemas owned by anyone but the migrator become the migrator's
+    (an existing deployment whose migrations ran as the superuser). Returns how many changed."""
+    migrator = sql.Identifier(MIGRATOR.role)
+    changed = 0
+    schemas = [settings.HR_SCHEMA, settings.META_SCHEMA]
+    for (schema,) in conn.execute(
+            "SELECT nspname FROM pg_namespace n WHERE nspname = ANY (%s) AND nspowner <> %s::regrole",
+            [schemas, MIGRATOR.role]).fetchall():
+        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), migrator))
+        changed += 1
+    kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
+    for schema, name, kind in conn.execute(
+            """SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = ANY (%s) AND c.relowner <> %s::regrole AND c.relkind IN ('r','p','v','m','S','f')
+                 AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a','i')))
+               ORDER BY c.relkind = 'S', 1, 2""",
+            [schemas, MIGRATOR.role]).fetchall():
+        conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[kind]), sql.Identifier(schema, name), migrator))
+        changed += 1
+    for signature in conn.execute(
+            """SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname = ANY (%s) AND p.proowner <> %s::regrole""", [schemas, MIGRATOR.role]).fetchall():
+        conn.execute(sql.SQL("ALTER ROUTINE {} OWNER TO {}").format(sql.SQL(signature[0]), migrator))
+        changed += 1
+    return changed
+
+
+def bootstrap(admin: psycopg.Connection, database: str, passwords: dict[Duty, str] | None = None) -> None:
+    """Create or fix the duty roles, from an administrator's connection to `database` (autocommit).
+
+    Idempotent: the embedded server runs it at every start; tests run it on their server. On an
+    existing deployment it also hands the schema to the migrator and drops memberships a duty must
+    not hold. Processes starting together (`dagster dev`) may race on the cluster-wide roles: a lost
+    race is retried."""
+    for attempt in range(5):
+        try:
+            with admin.transaction():
+                admin.execute("SELECT pg_advisory_xact_lock(hashtext('hrms_pipelines.roles.bootstrap'))")
+                for statement in bootstrap_statements(database, passwords):
+                    admin.execute(statement)
+                _revoke_memberships(admin)
+                _transfer_ownership(admin)
+            return
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.InternalError):
+            if attempt == 4:
+                raise
+
+
+def bootstrap_sql(database: str) -> str:
+    """The statements of `bootstrap`, as SQL text an administrator pastes into psql."""
+    return ";\n".join(s.as_string(None) for s in bootstrap_statements(database)) + ";\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hrms_pipelines.roles", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    print_sql = sub.add_parser("sql", help="print the SQL that creates the duty roles (for an administrator)")
+    print_sql.add_argument("--database", default="hrms")
+    args = parser.parse_args(argv)
+    if args.action == "sql":
+        sys.stdout.write(f"-- Run as an administrator, connected to the database {args.database!r}.\n"
+                         "-- Then give each role a password with psql's \\password (it never shows in a log):\n"
+                         + "".join(f"--   \\password {d.role}\n" for d in Duty)
+                         + bootstrap_sql(args.database))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
