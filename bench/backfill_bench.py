@@ -32,41 +32,19 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import sqlalchemy as sa
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hrms_pipelines import embedded, settings  # noqa: E402
+import _scratch  # noqa: E402
 from hrms_pipelines.backfills import engine  # noqa: E402
 from hrms_pipelines.backfills.registry import registry  # noqa: E402
-from hrms_pipelines.migrations import files, runner  # noqa: E402
-from hrms_pipelines.resources import HrmsDatabase  # noqa: E402
+from hrms_pipelines.resources import PinnedDatabase  # noqa: E402
 
 BACKFILL = "compute_payslipline_line_total"
 SINGLE_UPDATE = ("UPDATE hrms.payroll_payslipline SET line_total = round(amount * quantity, 2) "
                  "WHERE line_total IS NULL")
 LINES_PER_SLIP = 10
 EMPLOYEES = 10_000
-
-
-def url_of(base: str, name: str) -> str:
-    """`base` (a libpq URL) with another database name, still a URL (the resource wants one)."""
-    return sa.make_url(base).set(database=name).render_as_string(hide_password=False)
-
-
-def create(base: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(base, autocommit=True) as conn:
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            query += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
-        conn.execute(query)
-    return url_of(base, name)
-
-
-def drop(base: str, name: str) -> None:
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def fill(url: str, rows: int) -> None:
@@ -162,26 +140,24 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long to sample idle short queries")
     args = parser.parse_args()
 
-    base = embedded.database_url()
     tag = uuid.uuid4().hex[:8]
-    source, copy_a, copy_b = f"bench_backfill_{tag}", f"bench_backfill_{tag}_a", f"bench_backfill_{tag}_b"
+    source, copy_a, copy_b = f"bench_backfill_{tag}", "", ""
     backfill = registry.get(BACKFILL)
     options = backfill.defaults
     print(f"backfill benchmark: {args.rows:,} payslip lines; {BACKFILL} defaults: batch {options.batch_size:,}, "
           f"target {options.target_batch_ms} ms, sleep {options.sleep_seconds}s, max batch {options.max_batch_size:,}")
     try:
         started = time.perf_counter()
-        source_url = create(base, source)
-        with psycopg.connect(source_url) as conn:
-            runner.apply(conn, files.discover(settings.migrations_dir()), log=lambda *_: None)
+        source, source_url = _scratch.create(source)
+        _scratch.migrate(source_url)
         fill(source_url, args.rows)
         with psycopg.connect(source_url) as conn:
             max_id, max_slip, size = conn.execute(
                 """SELECT (SELECT max(id) FROM hrms.payroll_payslipline), (SELECT max(id) FROM hrms.payroll_payslip),
                           pg_size_pretty(pg_total_relation_size('hrms.payroll_payslipline'))""").fetchone()
-        url_a = create(base, copy_a, template=source)
-        url_b = create(base, copy_b, template=source)
-        drop(base, source)
+        copy_a, url_a = _scratch.create(f"{source}_a", template=source)
+        copy_b, url_b = _scratch.create(f"{source}_b", template=source)
+        _scratch.drop(source)
         print(f"filled and cloned in {time.perf_counter() - started:.0f}s (table with indexes: {size})", flush=True)
 
         checkpoint(url_a)
@@ -196,7 +172,7 @@ def main() -> int:
         finally:
             single_ms = beside_single.stop()
         print(f"single UPDATE: {updated:,} rows in {single_s:.1f}s ({updated / single_s:,.0f} rows/s)", flush=True)
-        drop(base, copy_a)
+        _scratch.drop(copy_a)
 
         checkpoint(url_b)
         idle = ShortQueries(url_b, max_id, max_slip)
@@ -208,7 +184,7 @@ def main() -> int:
         during = ShortQueries(url_b, max_id, max_slip)
         during.start()
         try:
-            result = engine.run(HrmsDatabase(url=url_b), backfill, options, log=PrintLog(), run_id=f"bench-{tag}")
+            result = engine.run(PinnedDatabase(location=url_b), backfill, options, log=PrintLog(), run_id=f"bench-{tag}")
         finally:
             during_ms = during.stop()
         with psycopg.connect(url_b) as conn:
@@ -240,7 +216,8 @@ def main() -> int:
         return 0
     finally:
         for name in (source, copy_a, copy_b):
-            drop(base, name)
+            if name:
+                _scratch.drop(name)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/backup_bench.py [--rows 1000000]
 
-(or with HRMS_DATABASE_URL set). It creates a scratch database next to the HR one (dropped at the
+(or the server of HRMS_BENCH_ADMIN_URL). It creates a scratch database next to the HR one (dropped at the
 end), applies the migrations, fills hrms.history_timelineevent with --rows events (jsonb details,
 text summaries) for 10,000 employees, then times:
 
@@ -17,30 +17,20 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hrms_pipelines import backups, embedded, settings  # noqa: E402
-from hrms_pipelines.migrations import files, runner  # noqa: E402
+import _scratch  # noqa: E402
+from hrms_pipelines import backups  # noqa: E402
 
 TABLE = "hrms.history_timelineevent"
-
-
-def scratch_database(url: str) -> tuple[str, str]:
-    name = f"bench_backup_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name, psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
 def fill(conn: psycopg.Connection, rows: int) -> None:
@@ -105,12 +95,11 @@ def main() -> None:
     parser.add_argument("--levels", default="1,3,6", help="zlib levels to compare for the export")
     args = parser.parse_args()
 
-    url = os.environ.get(settings.DATABASE_URL_ENV) or embedded.hr_database_url()
-    name, bench_url = scratch_database(url)
+    name, bench_url = _scratch.create("bench_backup")
+    _scratch.migrate(bench_url)
     root = Path(tempfile.mkdtemp(prefix="hrms-backup-bench-"))
     try:
         with psycopg.connect(bench_url, autocommit=True) as conn:
-            runner.apply(conn, files.discover(settings.migrations_dir()), log=lambda *_: None)
             print(f"filling {TABLE} with {args.rows:,} rows …", flush=True)
             fill(conn, args.rows)
 
@@ -147,8 +136,7 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _scratch.drop(name)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/import_bench.py
         [--users 100000] [--events 1000000] [--memory-events 5000000]
 
-(or with HRMS_DATABASE_URL set). It creates a scratch database next to the HR one (dropped at the
+(or the server of HRMS_BENCH_ADMIN_URL). It creates a scratch database next to the HR one (dropped at the
 end), applies the migrations, generates a company of --users users with a history file of --events
 rows (hrms_pipelines.imports.sample_data), imports ladders, organisation and users (not timed), then:
 
@@ -31,36 +31,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hrms_pipelines import embedded, settings  # noqa: E402
+import _scratch  # noqa: E402
+from hrms_pipelines import settings  # noqa: E402
 from hrms_pipelines.imports import sample_data  # noqa: E402
-from hrms_pipelines.migrations import files, runner  # noqa: E402
 
 BARE = """CREATE TABLE bench_history_bare (
     email text, event_type text, event_date date, summary text, ladder_code text, level_number smallint,
     previous_level_number smallint, title text, pay_band text, salary numeric(12,2), previous_salary numeric(12,2),
     currency text, notes text)"""
-
-
-def scratch_database(url: str) -> tuple[str, str]:
-    name = f"bench_import_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    import sqlalchemy as sa
-
-    return name, sa.make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str, name: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def copy_file(conn: psycopg.Connection, path: Path) -> int:
@@ -160,12 +144,13 @@ def materialize_history(url: str, directory: Path) -> tuple[dict, float]:
 
     from hrms_pipelines.imports import assets
     from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
-    from hrms_pipelines.resources import HrmsDatabase
+    from hrms_pipelines.resources import PinnedDatabase
 
+    os.environ[settings.IMPORT_DIR_ENV] = str(directory)  # the deployment's import folder
     started = time.perf_counter()
     result = dg.materialize(
         [assets.import_history],
-        resources={"hrms_db": HrmsDatabase(url=url), RESOURCE_KEY: ImportOptions(import_dir=str(directory))},
+        resources={"hrms_db": PinnedDatabase(location=url), RESOURCE_KEY: ImportOptions()},
         instance=dg.DagsterInstance.ephemeral(),
     )
     seconds = time.perf_counter() - started
@@ -176,10 +161,11 @@ def materialize_history(url: str, directory: Path) -> tuple[dict, float]:
 def setup_company(url: str, directory: Path) -> None:
     from hrms_pipelines.imports import ladders, org, stage, users
     from hrms_pipelines.imports.options import ImportOptions
-    from hrms_pipelines.resources import HrmsDatabase
+    from hrms_pipelines.resources import PinnedDatabase
 
-    db = HrmsDatabase(url=url)
-    options = ImportOptions(import_dir=str(directory), create_users=True)
+    db = PinnedDatabase(location=url)
+    os.environ[settings.IMPORT_DIR_ENV] = str(directory)  # the deployment's import folder
+    options = ImportOptions(create_users=True)
     for s in (ladders.STAGE, org.STAGE, users.STAGE):
         started = time.perf_counter()
         result = stage.run(db, s, options, run_id="bench-setup", log=stage.StageLog())
@@ -204,12 +190,10 @@ def main() -> None:
         child_import(*args.child)
         return
 
-    admin_url = os.environ.get(settings.DATABASE_URL_ENV) or embedded.hr_database_url()
-    name, url = scratch_database(admin_url)
+    name, url = _scratch.create("bench_import")
     work = Path(tempfile.mkdtemp(prefix="hrms-import-bench-"))
     try:
-        with psycopg.connect(url) as conn:
-            runner.apply(conn, files.discover(settings.migrations_dir()), log=lambda *_: None)
+        _scratch.migrate(url)
         started = time.perf_counter()
         counts = sample_data.generate(work / "main", users=args.users, events=args.events, seed=1)
         size = (work / "main" / "history.csv").stat().st_size
@@ -264,7 +248,7 @@ def main() -> None:
         for engine_url, engine in list(resources._ENGINES.items()):
             if name in engine_url:
                 engine.dispose()
-        drop_database(admin_url, name)
+        _scratch.drop(name)
 
 
 if __name__ == "__main__":

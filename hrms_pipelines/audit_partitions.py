@@ -234,15 +234,19 @@ def _with_retries(action, *, config: AuditPartitionsConfig, what: str, log):
             wait *= 2
 
 
+def database_today(conn: psycopg.Connection) -> date:
+    """Today in the database's time zone: what every real run counts months from."""
+    return conn.execute("SELECT current_date").fetchone()[0]
+
+
 def maintain(conn: psycopg.Connection, config: AuditPartitionsConfig, *, log=print, run_id: str | None = None,
-             detach_after_months: int = 0) -> Outcome:
+             detach_after_months: int = 0, today: date | None = None) -> Outcome:
     """Ensure the months ahead exist (and detach old ones under the deployment's retention).
-    `conn` is in autocommit mode. A dry run reports what it would do and changes nothing."""
+    `conn` is in autocommit mode. A dry run reports what it would do and changes nothing.
+    `today` (a preview of another day) is for dry runs; the job passes it only then."""
     outcome = Outcome()
     layout = read_layout(conn)
-    if config.today and not config.dry_run:
-        raise PartitionMaintenanceError("`today` is for dry runs only: a real run counts months from the database's today")
-    today = date.fromisoformat(config.today) if config.today else conn.execute("SELECT current_date").fetchone()[0]
+    today = today or database_today(conn)
     for offset in range(0, config.months_ahead + 1):
         start, end = month_start(conn, today, offset), month_start(conn, today, offset + 1)
         label = f"{start:%Y-%m}"
@@ -329,15 +333,18 @@ def core_auditlog_partitions(
 ) -> dg.MaterializeResult:
     if config.months_ahead < 0 or config.attempts < 1:
         raise dg.Failure("months_ahead must be >= 0, attempts >= 1")
+    if config.today and not config.dry_run:
+        raise dg.Failure("`today` is for dry runs only (dry_run: true): a real run counts months from the database's today")
     try:
         detach_after = settings.audit_detach_after_months()
+        preview_day = date.fromisoformat(config.today) if config.today else None
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         try:
             with locks.session_lock(conn, locks.AUDIT_PARTITIONS):
                 outcome = maintain(conn, config, log=context.log.info, run_id=context.run.run_id,
-                                   detach_after_months=detach_after)
+                                   detach_after_months=detach_after, today=preview_day)
                 layout = read_layout(conn)
         except (locks.LockNotAvailable, PartitionMaintenanceError) as exc:
             raise dg.Failure(str(exc)) from None

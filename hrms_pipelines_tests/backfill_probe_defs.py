@@ -11,7 +11,8 @@ import dagster as dg
 from hrms_pipelines.backfills import builtin
 from hrms_pipelines.backfills.jobs import build_data_backfill_job
 from hrms_pipelines.backfills.registry import Batch, BackfillRegistry, Options
-from hrms_pipelines.definitions import hr_database
+from hrms_pipelines.io_manager import hrms_io_manager
+from hrms_pipelines.resources import HrmsDatabase
 
 PROBE_TABLE_DDL = """
 CREATE TABLE hrms.backfill_probe (id bigint PRIMARY KEY, counter integer NOT NULL DEFAULT 0);
@@ -36,4 +37,4 @@ def increment_probe(batch: Batch) -> int:
 
 probe_job = build_data_backfill_job(probe_registry)
 
-defs = dg.Definitions(jobs=[probe_job], resources={"hrms_db": hr_database()}, executor=dg.in_process_executor)
+defs = dg.Definitions(jobs=[probe_job], resources={"hrms_db": HrmsDatabase(), "io_manager": hrms_io_manager}, executor=dg.in_process_executor)

@@ -3,23 +3,28 @@ EXCLUSIVE lock on the parent, default-partition rows moved, retries, the advisor
 
 import json
 import subprocess
-from datetime import datetime
+from contextlib import nullcontext
+from datetime import date, datetime
+from unittest import mock
 
 import dagster as dg
 import psycopg
 import pytest
 
 from hrms_pipelines import audit_partitions as ap
-from hrms_pipelines import locks
+from hrms_pipelines import locks, settings
 
 
-def run(hrms_db, **config):
-    return dg.materialize(
-        [ap.core_auditlog_partitions, ap.audit_log_default_partition_empty],
-        resources={"hrms_db": hrms_db},
-        run_config={"ops": {ap.ASSET: {"config": {"retry_wait_seconds": 0.05, **config}}}},
-        raise_on_error=False,
-    )
+def run(hrms_db, today: str | None = None, **config):
+    """The asset and its check, on the day `today` (the database's clock, as a real run reads it)."""
+    clock = mock.patch.object(ap, "database_today", lambda _conn: date.fromisoformat(today)) if today else nullcontext()
+    with clock:
+        return dg.materialize(
+            [ap.core_auditlog_partitions, ap.audit_log_default_partition_empty],
+            resources={"hrms_db": hrms_db},
+            run_config={"ops": {ap.ASSET: {"config": {"retry_wait_seconds": 0.05, **config}}}},
+            raise_on_error=False,
+        )
 
 
 def partitions(url):
@@ -72,7 +77,7 @@ def test_attach_skips_the_scan_and_keeps_indexes(hrms_db, database_url):
         notices = []
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
         conn.execute("SET client_min_messages = debug1")
-        outcome = ap.maintain(conn, ap.AuditPartitionsConfig(today="2032-02-10", months_ahead=0), log=lambda _m: None)
+        outcome = ap.maintain(conn, ap.AuditPartitionsConfig(months_ahead=0), log=lambda _m: None, today=date(2032, 2, 10))
         assert outcome.created == ["core_auditlog_y2032m02"]
         indexes = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = 'hrms.core_auditlog_y2032m02'::regclass").fetchone()[0]
         parent_indexes = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = 'hrms.core_auditlog'::regclass").fetchone()[0]
@@ -155,19 +160,47 @@ def test_two_runs_do_not_race(hrms_db, database_url):
     assert "another run holds the 'audit_partitions' lock" in result.failure_data_for_node(ap.ASSET).error.message
 
 
-def test_retention_detaches_old_months_only_when_asked_and_never_drops(hrms_db, database_url):
+def test_retention_detaches_old_months_only_when_configured_and_never_drops(hrms_db, database_url, monkeypatch):
     assert run(hrms_db, today="2038-01-01", months_ahead=2).success
     assert run(hrms_db, today="2038-05-01", months_ahead=0).success
     with psycopg.connect(database_url) as conn:
         conn.execute("INSERT INTO hrms.core_auditlog (created_at, source, action, table_name) VALUES ('2038-01-05', 'old', 'insert', 't')")
     assert {"core_auditlog_y2038m01", "core_auditlog_y2038m02"} <= set(partitions(database_url))  # off by default
-    result = run(hrms_db, today="2038-05-01", months_ahead=0, detach_older_than_months=3)
+    # retention is deployment configuration, never run config
+    with pytest.raises(dg.DagsterInvalidConfigError, match='unexpected config entry "detach_older_than_months"'):
+        run(hrms_db, today="2038-05-01", months_ahead=0, detach_older_than_months=3)
+    monkeypatch.setenv(settings.AUDIT_DETACH_AFTER_MONTHS_ENV, "3")
+    preview = run(hrms_db, today="2038-05-01", months_ahead=0, dry_run=True)
+    assert preview.success and "core_auditlog_y2038m01" in partitions(database_url)
+    attached = set(partitions(database_url))
+    result = run(hrms_db, today="2038-05-01", months_ahead=0)
     assert result.success
     found = partitions(database_url)
     assert "core_auditlog_y2038m01" not in found  # ended 2038-02-01 <= 2038-02-01 cutoff
     assert "core_auditlog_y2038m02" in found
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM hrms.core_auditlog_y2038m01 WHERE source = 'old'").fetchone()[0] == 1
+        # the detach wrote its audit row (in the same transaction, before the detach)
+        detached = conn.execute("SELECT row_key, after->>'retention_months' FROM hrms.core_auditlog "
+                                "WHERE action = 'detach'").fetchall()
+    assert ("core_auditlog_y2038m01", "3") in detached
+    # one audit row per detached month (the faked clock also detaches this real month, whose table
+    # then holds its own detach row: a real clock never detaches the month it writes into)
+    assert {name for name, _ in detached} | {f"core_auditlog_y{date.today():%Y}m{date.today():%m}"} >= attached - set(found)
+
+
+def test_today_is_for_dry_runs_only(hrms_db, database_url):
+    before = partitions(database_url)
+    result = dg.materialize([ap.core_auditlog_partitions], resources={"hrms_db": hrms_db}, raise_on_error=False,
+                            run_config={"ops": {ap.ASSET: {"config": {"today": "2041-03-01", "months_ahead": 0}}}})
+    assert not result.success
+    assert "`today` is for dry runs only" in result.failure_data_for_node(ap.ASSET).error.message
+    preview = dg.materialize([ap.core_auditlog_partitions], resources={"hrms_db": hrms_db},
+                             run_config={"ops": {ap.ASSET: {"config": {"today": "2041-03-01", "months_ahead": 0,
+                                                                       "dry_run": True}}}})
+    [materialization] = preview.asset_materializations_for_node(ap.ASSET)
+    assert materialization.metadata["created_partitions"].value == "core_auditlog_y2041m03"
+    assert partitions(database_url) == before
 
 
 def test_months_ahead_check_reports_missing_months(hrms_db, database_url):
@@ -201,12 +234,13 @@ def test_schedule_targets_the_job_daily():
 
 def test_job_through_the_cli(subprocess_env, project_root, database_url, tmp_path):
     config = tmp_path / "partitions.yaml"
-    config.write_text(json.dumps({"ops": {ap.ASSET: {"config": {"today": "2039-12-20", "months_ahead": 1}}}}))
+    config.write_text(json.dumps({"ops": {ap.ASSET: {"config": {"months_ahead": 1}}}}))
     command = [str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines", "-j", ap.JOB, "-c", str(config)]
     result = subprocess.run(command, env=subprocess_env, cwd=project_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    found = partitions(database_url)
-    assert found["core_auditlog_y2040m01"] == ("2040-01-01", "2040-02-01")
+    with psycopg.connect(database_url) as conn:
+        next_month = conn.execute("SELECT to_char(date_trunc('month', current_date) + interval '1 month', 'YYYY\"m\"MM')").fetchone()[0]
+    assert f"core_auditlog_y{next_month}" in partitions(database_url)
 
 
 def _all_partitions(url):

@@ -15,7 +15,7 @@ from hrms_pipelines.backfills.jobs import field_backfill
 from hrms_pipelines.backfills.field import FieldBackfillError, FieldSpec, FilterSpec, as_backfill
 from hrms_pipelines.backfills.registry import Options, registry
 
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import PinnedDatabase
 
 from .conftest import _url, create_database, drop_database
 from .test_backfill_engine import ListLog, add_employees
@@ -143,7 +143,7 @@ def test_injection_attempts_are_stored_and_matched_literally(hrms_db, staff):
 def test_bad_input_is_refused_before_anything_changes(untouched_staff, spec, message):
     staff = untouched_staff
     with pytest.raises(FieldBackfillError, match=message):
-        run_field(HrmsDatabase(url=staff), spec)
+        run_field(PinnedDatabase(location=staff), spec)
     assert departments(staff) == {None: 10, "ENG": 5, "OPS": 3}
     with psycopg.connect(staff) as conn:
         assert conn.execute("SELECT count(*) FROM hrms.core_backfillcheckpoint").fetchone()[0] == 0

@@ -158,11 +158,11 @@ def test_kill_9_mid_backfill_then_relaunch_equals_an_uninterrupted_run(database_
     try:
         reference_url = _url(pg_admin_url, reference)
         make_probe(reference_url)
-        from hrms_pipelines.resources import HrmsDatabase
+        from hrms_pipelines.resources import PinnedDatabase
 
         with dg.instance_for_test() as instance:
             assert probe_job.execute_in_process(
-                partition_key="increment_probe", instance=instance, resources={"hrms_db": HrmsDatabase(url=reference_url)},
+                partition_key="increment_probe", instance=instance, resources={"hrms_db": PinnedDatabase(location=reference_url)},
                 run_config={"ops": {"run_backfill": {"config": {"sleep_seconds": 0}}}}).success
         assert probe_state(database_url) == probe_state(reference_url)
     finally:

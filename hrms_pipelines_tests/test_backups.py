@@ -450,20 +450,6 @@ def test_rows_replaced_under_references_from_outside_the_backup(populated, backu
     assert digests(conn, ["hrms.history_timelineevent", "hrms.history_compensationsnapshot"]) == history
 
 
-def test_partitioned_audit_log_round_trips(populated, backup_root):
-    conn = populated
-    conn.execute("""INSERT INTO hrms.core_auditlog (run_id, source, action, table_name, row_key, before, after)
-                    VALUES ('r0', 'import', 'update', 'hrms.org_team', '1', '{"name": "a"}', '{"name": "b"}'),
-                           ('r0', 'import', 'insert', 'hrms.org_team', '2', NULL, '{"name": "c"}')""")
-    manifest = backups.take_backup(conn, ["core_auditlog"], label="t", run_id="r1", backup_root=backup_root)
-    assert manifest.tables[0].rows == 2
-    kept = conn.execute("SELECT array_agg(a::text ORDER BY id) FROM hrms.core_auditlog a").fetchone()[0]
-    conn.execute("UPDATE hrms.core_auditlog SET after = '{}' WHERE row_key = '1'")
-    backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root, pre_restore_backup=False)
-    rows = conn.execute("SELECT a::text, action FROM hrms.core_auditlog a ORDER BY id").fetchall()
-    assert [r[0] for r in rows[:2]] == kept and [r[1] for r in rows[2:]] == ["restore"]
-
-
 def test_undo_a_run_by_restoring_its_stage_backups_newest_first(populated, backup_root):
     conn = populated
     original = digests(conn, ["hrms.ladders_ladder", "hrms.employees_employee", "hrms.imports_importrecord"])

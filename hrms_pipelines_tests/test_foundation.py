@@ -11,7 +11,7 @@ import pytest
 
 from hrms_pipelines import settings
 from hrms_pipelines.migrations import runner
-from hrms_pipelines.resources import HrmsDatabase, redact
+from hrms_pipelines.resources import IMPORTER, READER, PinnedDatabase, redact
 
 # every HR table (partitions of the audit log are reached through their parent)
 HR_TABLES_SQL = """
@@ -27,11 +27,11 @@ def dagster_cli(*args: str, env: dict[str, str], cwd) -> subprocess.CompletedPro
 
 
 def test_import_role_can_read_insert_update_but_never_delete_or_truncate(hrms_db):
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         tables = [r[0] for r in conn.execute(HR_TABLES_SQL).fetchall()]
     assert "hrms.employees_employee" in tables and len(tables) >= 30
 
-    with hrms_db.transaction(as_importer=True) as conn:
+    with hrms_db.transaction(IMPORTER) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == settings.IMPORT_ROLE
         conn.execute("INSERT INTO hrms.org_organization (code, name) VALUES ('NHIA', 'National Health Insurance Authority')")
         conn.execute("UPDATE hrms.org_organization SET name = name || ' (Ghana)' WHERE code = 'NHIA'")
@@ -39,14 +39,18 @@ def test_import_role_can_read_insert_update_but_never_delete_or_truncate(hrms_db
     for table in tables:
         for statement in (f"DELETE FROM {table}", f"TRUNCATE {table}"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-                with hrms_db.transaction(as_importer=True) as conn:
+                with hrms_db.transaction(IMPORTER) as conn:
                     conn.execute(statement)
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         assert conn.execute("SELECT name FROM hrms.org_organization").fetchall() == [("National Health Insurance Authority (Ghana)",)]
 
 
 def test_every_hr_table_is_granted_to_the_import_role(hrms_db):
-    with hrms_db.connection() as conn:
+    """SELECT, INSERT, UPDATE on every HR table, never DELETE or TRUNCATE; the audit trail and the
+    application's access control and accounts are INSERT-only for it, import records updated per column."""
+    insert_only = {"hrms.core_auditlog", "hrms.core_role", "hrms.core_permission", "hrms.core_rolepermission",
+                   "hrms.core_useraccount", "hrms.imports_importrecord"}
+    with hrms_db.connection(READER) as conn:
         rows = conn.execute(
             """
             SELECT t, has_table_privilege(%(role)s, t, 'SELECT'), has_table_privilege(%(role)s, t, 'INSERT'),
@@ -56,7 +60,9 @@ def test_every_hr_table_is_granted_to_the_import_role(hrms_db):
             """,
             {"role": settings.IMPORT_ROLE},
         ).fetchall()
-    assert [r[0] for r in rows if r[1:] != (True, True, True, False, False)] == []
+    expected = {t: (True, True, t not in insert_only, False, False) for t, *_ in rows}
+    expected["hrms.core_alert"] = (True, False, False, False, False)  # alerts are the reader's to record
+    assert {r[0]: tuple(r[1:]) for r in rows} == expected
 
 
 def test_credentials_never_appear_in_the_displayed_url():
@@ -64,7 +70,7 @@ def test_credentials_never_appear_in_the_displayed_url():
         "postgresql://hr_admin:***@db.example.org:5432/hrms"
     assert redact("postgresql://postgres:@/hrms?host=/srv/hrms/pgdata") == "postgresql://postgres@/hrms?host=/srv/hrms/pgdata"
     assert "s3cret" not in redact("postgresql:///hrms?host=/tmp&user=hr&password=s3cret")
-    db = HrmsDatabase(url="postgresql://hr_admin:s3cret@db.example.org/hrms")
+    db = PinnedDatabase(location="postgresql://hr_admin:s3cret@db.example.org/hrms")
     assert "s3cret" not in db.display_url()
 
 
@@ -115,10 +121,10 @@ def test_revert_and_reapply_one_app_in_process(hrms_db, migrations):
         resources={"hrms_db": hrms_db},
     )
     assert result.success
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         assert conn.execute("SELECT to_regclass('hrms.payroll_payslipline_component_idx')").fetchone()[0] is None
         assert ("payroll", "0002") not in runner.read_ledger(conn)
     result = apply_migrations.execute_in_process(resources={"hrms_db": hrms_db})
     assert result.success
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         assert conn.execute("SELECT to_regclass('hrms.payroll_payslipline_component_idx')").fetchone()[0] is not None

@@ -4,16 +4,13 @@ nothing (table checksums equal before and after); odd but valid text is stored v
 import psycopg
 import pytest
 
+from hrms_pipelines import settings
 from hrms_pipelines.imports.reader import ImportFileError
 from hrms_pipelines.imports.stage import StageFailed
+from hrms_pipelines.resources import IMPORTER
 
 from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
 
-
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Reject reports go under HRMS_HOME: keep them out of the project's .hrms/."""
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
 
 HEADER = BASE["users.csv"][0]
 
@@ -39,7 +36,7 @@ def fails(hrms_db, url, stage, directory, *expected, error=ImportFileError, **op
 
 def test_missing_file(hrms_db, database_url, base):
     (base / "history.csv").unlink()
-    fails(hrms_db, database_url, "history", base, "history.csv: file not found at", str(base / "history.csv"))
+    fails(hrms_db, database_url, "history", base, "history.csv: no such file in the import folder", str(base))
 
 
 def test_empty_file_and_header_only(hrms_db, database_url, base):
@@ -166,14 +163,13 @@ def test_quotes_commas_newlines_sql_and_formulas_are_stored_verbatim(hrms_db, da
     assert scalar(database_url, "SELECT to_regclass('hrms.employees_employee') IS NOT NULL")
 
 
-def test_thousands_of_failures_go_to_a_reject_file(hrms_db, database_url, base, tmp_path, monkeypatch):
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
+def test_thousands_of_failures_go_to_a_reject_file(hrms_db, database_url, base):
     rows = [BASE["history.csv"][0]] + [["kofi.owusu@nhia.gov.gh", "hire", f"2019-02-{30 + i % 3}x", "", "", "", "", "", ""]
                                        for i in range(3000)]
     write(base, "history.csv", rows)
     fails(hrms_db, database_url, "history", base, "3000 problem(s); nothing was written", "... and 2980 more",
           "Every problem is listed in", run_id="run-many")
-    reject_file = tmp_path / "home" / "runs" / "run-many" / "rejects" / "history.csv"
+    reject_file = settings.rejects_dir() / "run-many" / "history.csv"
     assert reject_file.exists()
     lines = reject_file.read_text().splitlines()
     assert lines[0] == "file,row,column,value,rule" and len(lines) == 3001
@@ -193,7 +189,7 @@ def test_import_role_cannot_delete_or_truncate(hrms_db, base):
     for statement in ("DELETE FROM hrms.employees_employee", "TRUNCATE hrms.history_timelineevent",
                       "DELETE FROM hrms.imports_importrecord"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            with hrms_db.transaction(as_importer=True) as conn:
+            with hrms_db.transaction(IMPORTER) as conn:
                 conn.execute(statement)
 
 

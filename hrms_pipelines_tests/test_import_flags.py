@@ -1,7 +1,12 @@
 """Every flag of the seed's commands, with the same meaning, on the small company."""
 
+import stat
+
 import psycopg
 import pytest
+
+from hrms_pipelines import settings
+from hrms_pipelines.resources import IMPORTER
 
 from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
 
@@ -113,8 +118,9 @@ def test_same_file_same_options_is_recognised_at_once(hrms_db, database_url, tmp
 
 def test_log_file_gets_every_operation(hrms_db, database_url, tmp_path):
     directory = write_base(tmp_path / "in")
-    log_file = tmp_path / "logs" / "import.log"
-    run_all(hrms_db, directory, log_file=str(log_file))
+    run_all(hrms_db, directory, log_file="import.log")
+    log_file = settings.logs_dir() / "import.log"
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600 and stat.S_IMODE(log_file.parent.stat().st_mode) == 0o700
     text = log_file.read_text()
     for stage in ("[ladders]", "[org]", "[users]", "[history]"):
         assert stage in text
@@ -145,7 +151,7 @@ def test_an_import_while_another_holds_the_imports_lock_fails_at_once_and_change
 
     directory = write_base(tmp_path / "in")
     before = checksums(database_url)
-    with hrms_db.transaction() as holder:
+    with hrms_db.transaction(IMPORTER) as holder:
         with locks.transaction_lock(holder, locks.IMPORTS):
             with pytest.raises(locks.LockNotAvailable, match="another run holds the 'imports' lock"):
                 run_stage(hrms_db, "ladders", directory)

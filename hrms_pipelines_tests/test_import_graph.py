@@ -9,6 +9,8 @@ import psycopg
 from hrms_pipelines.imports import assets, checks, options as import_options, schedules
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines import settings
+from hrms_pipelines.resources import RESTORER
+from hrms_pipelines_tests.import_helpers import import_folder
 
 SAMPLE = settings.PROJECT_ROOT / "seeds" / "sample"
 TABLES = [
@@ -25,14 +27,16 @@ def checksums(url: str) -> dict[str, str]:
                 for t in TABLES}
 
 
-def materialize(hrms_db, tmp_path, **config):
-    opts = {"import_dir": str(SAMPLE), "create_users": True, "backup_dir": str(tmp_path / "backups"), **config}
-    return dg.materialize(
-        [*assets.import_assets, *checks.import_checks],
-        resources={"hrms_db": hrms_db, import_options.RESOURCE_KEY: ImportOptions(**opts)},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+def materialize(hrms_db, tmp_path, import_dir=SAMPLE, **config):
+    """The import graph over the files of `import_dir` (the deployment's import folder for the run)."""
+    opts = {"create_users": True, **config}
+    with import_folder(import_dir):
+        return dg.materialize(
+            [*assets.import_assets, *checks.import_checks],
+            resources={"hrms_db": hrms_db, import_options.RESOURCE_KEY: ImportOptions(**opts)},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
 
 
 def counts(url):
@@ -65,7 +69,7 @@ def test_sample_imports_whole_and_reimport_changes_nothing(hrms_db, database_url
         summary = conn.execute(
             "SELECT summary FROM hrms.history_timelineevent WHERE event_type = 'promotion' ORDER BY id LIMIT 1").fetchone()[0]
         untagged = conn.execute("SELECT count(*) FROM hrms.history_timelineevent WHERE import_record_id IS NULL").fetchone()[0]
-        backups_made = sorted(p.name for p in (tmp_path / "backups").iterdir())
+        backups_made = sorted(p.name for p in settings.backup_dir().iterdir())
     assert placeholders == 0, "the users stage completes the leaders the org stage created"
     assert summary.startswith("Promoted to L2 ") and ", pay band P2, salary GHS " in summary and "(+" in summary
     assert untagged == 0
@@ -79,7 +83,7 @@ def test_sample_imports_whole_and_reimport_changes_nothing(hrms_db, database_url
                 if e.asset_key.path[-1].startswith("import_")}
     assert {k: v.value for k, v in outcomes.items()} == dict.fromkeys(
         ["import_ladders", "import_org", "import_users", "import_history"], "unchanged")
-    assert len(list((tmp_path / "backups").iterdir())) == 4, "an unchanged import needs no backup"
+    assert len(list(settings.backup_dir().iterdir())) == 4, "an unchanged import needs no backup"
 
 
 def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url, tmp_path):
@@ -88,7 +92,7 @@ def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url,
     assert result.success
     assert checksums(database_url) == before
     assert result.get_asset_materialization_events() == []
-    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+    assert not settings.backup_dir().exists() or not any(settings.backup_dir().iterdir())
     observations = {e.asset_key.path[-1]: e.event_specific_data.asset_observation.metadata
                     for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
     assert observations["import_history"]["inserted"].value == 2000
@@ -99,7 +103,7 @@ def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url,
 
 def test_dagster_job_execute_with_the_example_configs(subprocess_env, database_url, project_root, tmp_path):
     (tmp_path / "dagster_home").mkdir()
-    env = {**subprocess_env, settings.BACKUP_DIR_ENV: str(tmp_path / "backups"), settings.HOME_ENV: str(tmp_path / "home"),
+    env = {**subprocess_env, settings.BACKUP_DIR_ENV: str(settings.backup_dir()), settings.HOME_ENV: str(tmp_path / "home"),
            "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
     def execute(config):
@@ -110,7 +114,7 @@ def test_dagster_job_execute_with_the_example_configs(subprocess_env, database_u
     dry = execute("config/hrms_import_dry_run.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert checksums(database_url) == before
-    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+    assert not settings.backup_dir().exists() or not any(settings.backup_dir().iterdir())
     real = execute("config/hrms_import.yaml")
     assert real.returncode == 0, real.stderr[-3000:]
     assert counts(database_url)["history_timelineevent"] == 2000
@@ -130,7 +134,7 @@ def test_nightly_schedule_skips_when_no_file_changed(hrms_db, database_url, tmp_
     assert isinstance(first, dg.RunRequest)
     assert first.run_config == {"resources": {"hrms_import_options": {"config": {"create_users": True}}}}
 
-    assert materialize(hrms_db, tmp_path, import_dir=str(incoming)).success
+    assert materialize(hrms_db, tmp_path, import_dir=incoming).success
     with dg.build_schedule_context(resources={"hrms_db": hrms_db}) as context:
         skipped = schedules.hrms_import_nightly(context)
     assert isinstance(skipped, dg.SkipReason)
@@ -146,10 +150,10 @@ def test_restoring_a_stage_backup_undoes_the_stage_and_a_reimport_redoes_it(hrms
     from hrms_pipelines import backups
 
     assert materialize(hrms_db, tmp_path).success
-    history_backup = next(m for m in backups.list_backups(tmp_path / "backups") if m.label == "import_history")
+    history_backup = next(m for m in backups.list_backups() if m.label == "import_history")
     assert {t.table for t in history_backup.tables} >= {"hrms.history_timelineevent", "hrms.imports_importrecord"}
-    with hrms_db.connection() as conn:
-        backups.restore_backup(conn, history_backup.backup_id, backup_root=tmp_path / "backups", run_id="restore-test")
+    with hrms_db.connection(RESTORER) as conn:
+        backups.restore_backup(conn, history_backup.backup_id, run_id="restore-test")
     after_restore = counts(database_url)
     assert after_restore["history_timelineevent"] == 0 and after_restore["employees_employee"] == 200
     # the import record went back with the data, so the file is not mistaken for already imported

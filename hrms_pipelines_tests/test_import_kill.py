@@ -27,9 +27,10 @@ def test_kill_9_in_the_history_stage_leaves_nothing_and_a_rerun_completes(databa
     counts = sample_data.generate(incoming, users=400, events=60_000, seed=7)
     config = tmp_path / "import.yaml"
     config.write_text(yaml.safe_dump({"resources": {"hrms_import_options": {"config": {
-        "import_dir": str(incoming), "create_users": True, "backup": False, "chunk_rows": 20_000}}}}))
+        "create_users": True, "backup": False, "chunk_rows": 20_000}}}}))
     (tmp_path / "dagster_home").mkdir()
-    env = {**subprocess_env, settings.HOME_ENV: str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    env = {**subprocess_env, settings.HOME_ENV: str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+           settings.IMPORT_DIR_ENV: str(incoming)}
     command = [str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines", "-j", "hrms_import", "-c", str(config)]
     database = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
 

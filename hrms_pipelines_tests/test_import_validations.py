@@ -7,6 +7,7 @@ import benchmark). `Validation.offending` runs them with nested loops off.
 """
 
 from hrms_pipelines.imports import validations
+from hrms_pipelines.resources import MIGRATOR
 
 FILL = """
     INSERT INTO hrms.employees_employee (email, first_name, last_name)
@@ -24,16 +25,16 @@ FILL = """
 
 def test_whole_table_validations_survive_statistics_of_a_rolled_back_import(hrms_db):
     snapshots = next(v for v in validations.VALIDATIONS if v.name == "snapshots_without_users")
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(MIGRATOR) as conn:
         conn.execute(FILL)
         conn.rollback()  # a dry run, or a stage that failed
-    with hrms_db.connection(autocommit=True) as conn:
+    with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         # what autovacuum does next: many pages, no live rows
         conn.execute("ANALYZE hrms.history_timelineevent, hrms.history_compensationsnapshot, hrms.history_senioritysnapshot")
         stats = conn.execute("SELECT reltuples, relpages FROM pg_class WHERE oid = 'hrms.history_timelineevent'::regclass").fetchone()
     assert stats[0] == 0 and stats[1] > 0
 
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(MIGRATOR) as conn:
         conn.execute(FILL)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + snapshots.query).fetchall())
         assert "Nested Loop" in plan, "the hazard this test guards against is no longer there:\n" + plan

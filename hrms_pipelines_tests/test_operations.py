@@ -8,6 +8,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from hrms_pipelines.resources import READER
 from hrms_pipelines import alerts, retries
 
 
@@ -41,7 +42,7 @@ def test_a_failed_run_is_recorded_with_job_step_error_and_link(hrms_db):
         context = failure_context(instance, result, hrms_db=hrms_db, alert_notifier=alerts.LogNotifier())
         alerts.hrms_run_failure_alerts(context)
         alerts.hrms_run_failure_alerts(context)  # a second evaluation records nothing twice
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         rows = conn.execute("SELECT run_id, job_name, step_key, error_class, error_message, run_url, delivered_to "
                             "FROM hrms.core_alert").fetchall()
     assert len(rows) == 1
@@ -79,7 +80,7 @@ def test_a_webhook_notifier_delivers_the_alert_to_chat(hrms_db):
     payload = _Collector.received[0]
     assert payload["alert"]["job_name"] == "payroll_load" and payload["alert"]["step_key"] == "load_payroll_file"
     assert "HRMS run of payroll_load failed at step load_payroll_file" in payload["text"]
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         assert conn.execute("SELECT delivered_to FROM hrms.core_alert").fetchone()[0] == ["webhook"]
 
 
@@ -88,7 +89,7 @@ def test_an_undeliverable_alert_is_still_recorded(hrms_db):
     with dg.instance_for_test() as instance:
         result = failed_run(instance)
         alerts.hrms_run_failure_alerts(failure_context(instance, result, hrms_db=hrms_db, alert_notifier=notifier))
-    with hrms_db.connection() as conn:
+    with hrms_db.connection(READER) as conn:
         assert conn.execute("SELECT job_name, delivered_to FROM hrms.core_alert").fetchall() == [("payroll_load", [])]
 
 
@@ -147,7 +148,7 @@ def test_a_step_is_retried_after_a_lock_timeout_and_a_real_error_is_not(database
     assert not result.success and attempts == [0]
 
 
-def test_dry_run_job_is_read_only_and_outside_the_writer_pool(hrms_db, database_url, tmp_path):
+def test_dry_run_job_is_read_only_and_outside_the_writer_pool(hrms_db, database_url, tmp_path, import_dir):
     from hrms_pipelines import settings
     from hrms_pipelines.definitions import defs
     from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
@@ -159,11 +160,11 @@ def test_dry_run_job_is_read_only_and_outside_the_writer_pool(hrms_db, database_
     writers = [n for n in defs.resolve_job_def("hrms_import").graph.nodes if n.name in stages]
     assert len(writers) == 8 and {n.definition.pool for n in writers} == {settings.WRITER_POOL}
 
-    directory = write_base(tmp_path / "import")
+    import_dir(write_base(tmp_path / "import"))
     before = checksums(database_url)
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(
-            instance=instance, resources={"hrms_db": hrms_db, RESOURCE_KEY: ImportOptions(import_dir=str(directory))})
+            instance=instance, resources={"hrms_db": hrms_db, RESOURCE_KEY: ImportOptions()})
         observations = [e.asset_observation_data.asset_observation for e in result.all_events
                         if e.event_type_value == "ASSET_OBSERVATION"]
         assert not instance.get_latest_materialization_events([dg.AssetKey("import_users")]).get(dg.AssetKey("import_users"))
@@ -174,13 +175,13 @@ def test_dry_run_job_is_read_only_and_outside_the_writer_pool(hrms_db, database_
     assert "3" in str(users.metadata)  # three users would be inserted
 
 
-def test_an_import_stage_is_retried_after_a_lock_timeout(hrms_db, database_url, tmp_path, monkeypatch):
+def test_an_import_stage_is_retried_after_a_lock_timeout(hrms_db, database_url, tmp_path, monkeypatch, import_dir):
     from hrms_pipelines.imports import assets
     from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
     from hrms_pipelines_tests.import_helpers import scalar, write_base
 
     monkeypatch.setattr(retries, "BASE_DELAY_SECONDS", 0.2)
-    directory = write_base(tmp_path / "import")
+    import_dir(write_base(tmp_path / "import"))
     released = threading.Event()
 
     def hold_the_table_until_a_waiter_gives_up() -> None:
@@ -204,7 +205,7 @@ def test_an_import_stage_is_retried_after_a_lock_timeout(hrms_db, database_url, 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [assets.import_ladders], instance=instance,
-            resources={"hrms_db": hrms_db, RESOURCE_KEY: ImportOptions(import_dir=str(directory), lock_timeout="300ms")},
+            resources={"hrms_db": hrms_db, RESOURCE_KEY: ImportOptions(lock_timeout="300ms")},
         )
     holder.join()
     assert released.is_set() and result.success

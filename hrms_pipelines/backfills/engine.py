@@ -143,17 +143,18 @@ class BatchSizer:
 def busy_reason(conn: psycopg.Connection, options: Options) -> str | None:
     """Why the database counts as busy right now, or None.
 
-    Signals (each off when its option is None): client backends active in this database other than
-    this one (`max_active_backends`), and the longest current lock wait (`max_lock_wait_ms`).
-    Seeing other roles' sessions needs pg_read_all_stats (or superuser).
+    Signals (each off when its option is None): other sessions of this database inside a transaction
+    (`max_active_backends`: a running statement or an open transaction; read from pg_locks, which
+    every role may see, since the import role must not read other sessions' activity), and the
+    longest current lock wait (`max_lock_wait_ms`).
     """
     if options.max_active_backends is None and options.max_lock_wait_ms is None:
         return None
     active, lock_wait_ms = conn.execute(
         """
-        SELECT (SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND state = 'active'
-                  AND backend_type = 'client backend' AND pid <> pg_backend_pid()),
+        SELECT (SELECT count(*) FROM pg_stat_activity a
+                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                  AND EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'virtualxid' AND l.granted)),
                (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1000), 0)
                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                 WHERE NOT l.granted AND a.datname = current_database())

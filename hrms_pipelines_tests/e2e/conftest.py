@@ -44,15 +44,16 @@ def chromium_executable() -> str:
 
 @pytest.fixture(scope="package")
 def e2e_dirs(tmp_path_factory) -> dict[str, Path]:
-    """The import folders the UI runs read: the sample company, and a copy with one bad row."""
+    """The deployment's folders for the UI: the import folder (the sample company, plus a ladders file
+    with one bad row under another name, which a run selects by name) and a copy of the migrations."""
     root = tmp_path_factory.mktemp("e2e")
     sample = root / "sample"
     shutil.copytree(SAMPLE, sample)
-    bad = root / "bad_ladder_row"
-    shutil.copytree(SAMPLE, bad)
-    with open(bad / "ladders.csv", "a", encoding="utf-8") as f:
-        f.write(BAD_LADDER_ROW)
-    return {"root": root, "sample": sample, "bad": bad}
+    bad = sample / "ladders_bad_row.csv"
+    bad.write_text((SAMPLE / "ladders.csv").read_text(encoding="utf-8") + BAD_LADDER_ROW, encoding="utf-8")
+    migrations = root / "migrations"
+    shutil.copytree(settings.migrations_dir(), migrations)
+    return {"root": root, "sample": sample, "bad": bad, "migrations": migrations}
 
 
 @pytest.fixture(scope="package")
@@ -75,6 +76,7 @@ def dagster_ui(chromium_executable, cli_base_env, pg_admin_url, e2e_database_url
         dagster_storage_url=f"postgresql+psycopg2://postgres:@/{storage_name}?host={socket_dir}",
         home=e2e_dirs["root"],
         import_dir=e2e_dirs["sample"],
+        migrations_dir=e2e_dirs["migrations"],
         project_root=settings.PROJECT_ROOT,
     )
     ui = dagster_ui_server.start(settings.PROJECT_ROOT, env, ARTIFACTS / "dagster-dev.log")

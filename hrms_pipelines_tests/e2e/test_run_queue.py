@@ -43,15 +43,15 @@ def wait_until(predicate, what: str, timeout: float = 180) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_second_writer_waits_in_the_queue_and_a_read_only_run_does_not(dagster_ui, e2e_database_url, tmp_path):
-    migrations = tmp_path / "migrations" / "queue"
+def test_a_second_writer_waits_in_the_queue_and_a_read_only_run_does_not(dagster_ui, e2e_database_url, e2e_dirs):
+    # The deployer adds a migration to the deployment's migrations folder (never run config).
+    migrations = e2e_dirs["migrations"] / "queue"
     migrations.mkdir(parents=True)
     (migrations / "0001_wait_for_the_test.up.sql").write_text(
         f"-- blocks until the test releases its advisory lock\nSELECT pg_advisory_lock({LOCK_KEY});\n"
         f"SELECT pg_advisory_unlock({LOCK_KEY});\n")
     (migrations / "0001_wait_for_the_test.down.sql").write_text("SELECT 1;\n")
-    apply_config = {"ops": {"plan_migrations": {"config": {
-        "migrations_dir": str(migrations.parent), "lock_timeout": "5min", "statement_timeout": "5min"}}}}
+    apply_config = {"ops": {"plan_migrations": {"config": {"lock_timeout": "5min", "statement_timeout": "5min"}}}}
 
     holder = psycopg.connect(e2e_database_url, autocommit=True)
     try:

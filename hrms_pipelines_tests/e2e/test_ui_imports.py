@@ -125,7 +125,8 @@ def test_materialize_all_on_the_sample_succeeds_and_checks_pass(page, browser, d
 
 
 def test_a_bad_row_fails_the_blocking_check_and_later_stages_do_not_run(page, dagster_ui, e2e_database_url, e2e_dirs):
-    bad_dir = {'import_dir: ""': f"import_dir: {e2e_dirs['bad']}", "create_users: false": "create_users: true"}
+    # The bad file is chosen by name inside the deployment's import folder (run config never names a folder).
+    bad_dir = {"ladders_file: ladders.csv": f"ladders_file: {e2e_dirs['bad'].name}", "create_users: false": "create_users: true"}
     level_8 = "SELECT count(*) FROM hrms.ladders_level v JOIN hrms.ladders_ladder l ON l.id = v.ladder_id " \
               "WHERE l.code = 'ENG' AND v.level_number = 8"
     later = [name for name in CHAIN if not name.endswith("_ladders")] + [op for s in STAGES[1:] for op in CHECK_OPS[s]]

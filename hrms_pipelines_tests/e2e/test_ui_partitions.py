@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import PinnedDatabase
 from hrms_pipelines.seeding import fixtures, loader
 from hrms_pipelines_tests.e2e.browser import choose_partition, screenshot
 
@@ -48,7 +48,7 @@ def test_seed_partition_from_the_partitions_dialog(page, dagster_ui, e2e_databas
     assert dagster_ui.wait_for_run(run["runId"]) == "SUCCESS", dagster_ui.step_stats(run["runId"])
     assert dagster_ui.check_evaluations(run["runId"]) == {"fixture_rows_present": True}
     assert SEED_PARTITION in dagster_ui.materialized_partitions("reference_data")
-    rows_in_file, missing = loader.missing_natural_keys(HrmsDatabase(url=e2e_database_url), fixture)
+    rows_in_file, missing = loader.missing_natural_keys(PinnedDatabase(location=e2e_database_url), fixture)
     with psycopg.connect(e2e_database_url) as conn:
         loaded = conn.execute(f"SELECT count(*) FROM hrms.{fixture.table}").fetchone()[0]
     assert rows_in_file > 0 and missing == [] and loaded == rows_in_file

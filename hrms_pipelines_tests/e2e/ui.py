@@ -219,7 +219,7 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 
 def environment(base_env: dict[str, str], *, database_url: str, dagster_storage_url: str, home: Path,
-                import_dir: Path, project_root: Path) -> dict[str, str]:
+                import_dir: Path, project_root: Path, migrations_dir: Path) -> dict[str, str]:
     """cli_base_env + the test's HR database, its own Dagster storage, DAGSTER_HOME and folders."""
     return dict(
         base_env,
@@ -228,6 +228,7 @@ def environment(base_env: dict[str, str], *, database_url: str, dagster_storage_
             settings.DAGSTER_PG_URL_ENV: dagster_storage_url,
             "DAGSTER_HOME": str(dagster_home(home / "dagster_home", project_root)),
             settings.IMPORT_DIR_ENV: str(import_dir),
+            settings.MIGRATIONS_DIR_ENV: str(migrations_dir),
             settings.BACKUP_DIR_ENV: str(home / "backups"),
             settings.HOME_ENV: str(home / "hrms_home"),
         },

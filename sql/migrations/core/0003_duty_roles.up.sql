@@ -1,4 +1,4 @@
--- hrms:depends-on: core/0002, discipline/0001, employees/0001, history/0001, imports/0001, ladders/0001, leave/0001, org/0001, payroll/0003
+-- hrms:depends-on: core/0002, discipline/0001, employees/0001, history/0001, imports/0001, ladders/0001, leave/0001, org/0001, payroll/0001
 -- What each duty's login role may do (hrms_pipelines.roles creates the roles; this migration, run by
 -- the migrator that owns the schema, grants their rights), and an audit trail that is append-only
 -- for every one of them, the owner included.

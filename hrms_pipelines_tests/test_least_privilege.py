@@ -1,0 +1,156 @@
+"""Least privilege, as PostgreSQL enforces it: each duty logs in as its own role, and each role is
+refused what its duty is not for. Every attempt here is made the way an intruder with that role's
+connection would make it, and checked for the database's refusal (and that nothing changed)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from hrms_pipelines import roles, settings
+from hrms_pipelines.resources import IMPORTER, MIGRATOR, READER, RESTORER, HrmsDatabase
+from hrms_pipelines_tests.conftest import as_role
+
+JOB_ROLES = [MIGRATOR, IMPORTER, RESTORER, READER]
+
+
+def connect(url: str, duty: roles.Duty, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(as_role(url, duty), **kwargs)
+
+
+def refused(url: str, duty: roles.Duty, statement: str, error=psycopg.errors.InsufficientPrivilege, match: str = "") -> None:
+    with connect(url, duty, autocommit=True) as conn:
+        with pytest.raises(error, match=match):
+            conn.execute(statement)
+
+
+@pytest.fixture
+def audited(database_url: str) -> str:
+    """Two audit rows, written the only way any role may: INSERT."""
+    with connect(database_url, IMPORTER) as conn:
+        conn.execute("INSERT INTO hrms.core_auditlog (run_id, source, action, table_name, row_key, after) "
+                     "VALUES ('r1', 'import:users', 'update', 'employees_employee', '1', '{\"salary\": 1}'), "
+                     "       ('r1', 'import:users', 'insert', 'employees_employee', '2', NULL)")
+    return database_url
+
+
+def audit_rows(url: str) -> list:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT a::text FROM hrms.core_auditlog a ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("duty", JOB_ROLES, ids=lambda d: d.key)
+def test_the_audit_log_is_append_only_for_every_job_role(audited, duty):
+    before = audit_rows(audited)
+    with psycopg.connect(audited) as conn:
+        month = conn.execute("SELECT tableoid::regclass::text FROM hrms.core_auditlog LIMIT 1").fetchone()[0]
+    for statement in ("UPDATE hrms.core_auditlog SET after = '{}'", "DELETE FROM hrms.core_auditlog",
+                      "TRUNCATE hrms.core_auditlog", f"UPDATE {month} SET run_id = 'x'", f"DELETE FROM {month}",
+                      f"TRUNCATE {month}"):
+        refused(audited, duty, statement, match="permission denied|append-only")
+    assert audit_rows(audited) == before
+
+
+def test_the_owner_cannot_lose_an_audit_row_even_from_the_default_partition(audited):
+    """The default partition keeps DELETE for the partition job's move; a delete that moves nothing
+    fails at commit."""
+    with connect(audited, MIGRATOR) as conn:
+        conn.execute("INSERT INTO hrms.core_auditlog (created_at, source, action, table_name) "
+                     "VALUES ('2099-01-01', 'far', 'insert', 't')")
+    before = audit_rows(audited)
+    with connect(audited, MIGRATOR) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="left the default partition without arriving"):
+            with conn.transaction():
+                conn.execute("DELETE FROM hrms.core_auditlog_default WHERE source = 'far'")
+    assert audit_rows(audited) == before
+
+
+@pytest.mark.parametrize("duty", JOB_ROLES, ids=lambda d: d.key)
+def test_no_job_role_can_become_another_or_reach_the_server(database_url, duty):
+    others = [d.role for d in JOB_ROLES if d is not duty] + ["postgres", "pg_read_server_files"]
+    with connect(database_url, duty) as conn:
+        conn.execute("RESET ROLE")  # goes back to itself: there is nothing above it
+        assert conn.execute("SELECT current_user, session_user").fetchone() == (duty.role, duty.role)
+    for other in others:
+        refused(database_url, duty, f'SET ROLE "{other}"', match="permission denied to set role")
+        refused(database_url, duty, f"SET SESSION AUTHORIZATION \"{other}\"", match="permission denied")
+    refused(database_url, duty, "COPY (SELECT 1) TO PROGRAM 'id'", match="permission denied|must be superuser")
+    refused(database_url, duty, "COPY hrms.core_role FROM PROGRAM 'id'", match="permission denied|must be superuser")
+    refused(database_url, duty, "SELECT pg_read_file('/etc/passwd')", match="permission denied")
+    refused(database_url, duty, "SELECT pg_ls_dir('.')", match="permission denied")
+    refused(database_url, duty, "SELECT lo_import('/etc/passwd')", match="permission denied")
+    refused(database_url, duty, "ALTER SYSTEM SET log_statement = 'all'", match="permission denied")
+    refused(database_url, duty, f"CREATE ROLE intruder_{duty.key} SUPERUSER", match="permission denied")
+
+
+@pytest.mark.parametrize("duty", [IMPORTER, RESTORER, READER], ids=lambda d: d.key)
+def test_only_the_migrator_creates_in_the_schema(database_url, duty):
+    refused(database_url, duty, "CREATE TABLE hrms.intruder (id int)", match="permission denied for schema hrms")
+    refused(database_url, duty, "CREATE FUNCTION hrms.intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            match="permission denied for schema hrms")
+    refused(database_url, duty, "CREATE TABLE public.intruder (id int)", match="permission denied for schema public")
+
+
+def test_the_reader_reads_and_changes_nothing_and_never_sees_password_hashes(database_url):
+    for statement in ("INSERT INTO hrms.org_organization (code, name) VALUES ('X', 'X')",
+                      "UPDATE hrms.employees_employee SET status = 'active'", "DELETE FROM hrms.ladders_ladder",
+                      "SELECT password_hash FROM hrms.core_useraccount"):
+        refused(database_url, READER, statement, match="permission denied")
+    with connect(database_url, READER) as conn:
+        assert conn.execute("SELECT count(*) FROM hrms.employees_employee").fetchone()[0] == 0
+        assert conn.execute("SELECT count(username) FROM hrms.core_useraccount").fetchone()[0] == 0
+
+
+def test_the_restorer_touches_only_what_an_import_stage_backs_up(database_url):
+    for table in ("core_useraccount", "core_role", "core_permission", "core_backfillcheckpoint", "payroll_payslip"):
+        refused(database_url, RESTORER, f"DELETE FROM hrms.{table}", match="permission denied")
+    with connect(database_url, RESTORER) as conn:
+        conn.execute("DELETE FROM hrms.history_timelineevent")  # a restore's own work: allowed
+
+
+def test_an_import_record_is_final_once_finished_and_the_importer_changes_only_its_outcome(database_url):
+    with connect(database_url, IMPORTER) as conn:
+        record = conn.execute("INSERT INTO hrms.imports_importrecord (stage, file_name, file_sha256, outcome) "
+                              "VALUES ('users', 'users.csv', repeat('a', 64), 'running') RETURNING id").fetchone()[0]
+        conn.execute("UPDATE hrms.imports_importrecord SET outcome = 'failed', rows_read = 3 WHERE id = %s", [record])
+    refused(database_url, IMPORTER, f"UPDATE hrms.imports_importrecord SET outcome = 'succeeded' WHERE id = {record}",
+            match="is finished")
+    refused(database_url, IMPORTER, f"UPDATE hrms.imports_importrecord SET file_sha256 = repeat('b', 64) WHERE id = {record}",
+            match="permission denied")
+    refused(database_url, IMPORTER, "UPDATE hrms.core_useraccount SET is_superuser = true", match="permission denied")
+
+
+@pytest.mark.parametrize("attribute", ["SUPERUSER", "CREATEROLE", "BYPASSRLS"])
+def test_a_connection_more_privileged_than_its_duty_is_refused(pg_admin_url, database_url, attribute, monkeypatch):
+    name = f"too_strong_{attribute.lower()}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {name}")
+        admin.execute(f"CREATE ROLE {name} LOGIN {attribute}")
+    try:
+        monkeypatch.setenv(IMPORTER.url_env, roles.with_user(database_url, name))
+        db = HrmsDatabase()  # the deployment's configuration: HRMS_IMPORTER_URL
+        with pytest.raises(roles.RoleError, match=f"refusing to connect as '{name}' for the importer duty"):
+            with db.connection(IMPORTER) as conn:
+                conn.execute("SELECT 1")
+    finally:
+        from hrms_pipelines import resources
+
+        resources.dispose_engines(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+def test_the_owner_of_the_schema_is_refused_for_any_duty_but_the_migrator(database_url, monkeypatch):
+    monkeypatch.setenv(READER.url_env, as_role(database_url, MIGRATOR))
+    db = HrmsDatabase()
+    with pytest.raises(roles.RoleError, match="owns or may create objects in the hrms schema"):
+        with db.connection(READER):
+            pass
+
+
+def test_every_duty_logs_in_as_its_own_role(hrms_db):
+    for duty in JOB_ROLES:
+        with hrms_db.connection(duty) as conn:
+            assert conn.execute("SELECT session_user, current_user").fetchone() == (duty.role, duty.role)
+            assert conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = session_user").fetchone() == (False,)
+    assert settings.IMPORT_ROLE == IMPORTER.role
