@@ -229,12 +229,14 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
     pending = sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)
 
     assignments = [sql.SQL("{} = {}").format(column, sql.Placeholder("fb_value"))]
+    changed_columns = [spec.column]
     if "updated_at" in columns and spec.column != "updated_at":
         assignments.append(sql.SQL("updated_at = now()"))
+        changed_columns.append("updated_at")
     set_clause = sql.SQL(", ").join(assignments)
 
     def apply(batch: Batch) -> int:
-        return batch.update(set_clause, params)
+        return batch.update(set_clause, params, columns=changed_columns)
 
     plan = Plan(
         name=name or spec.checkpoint_name(), table=table, key=key_column, pending=pending, apply=apply,
