@@ -21,6 +21,7 @@ from .conftest import as_role
 from .test_backfill_engine import ListLog, add_employees, make_payslip_lines
 
 QUICK = Options(batch_size=7, sleep_seconds=0, target_batch_ms=None, max_active_backends=None, max_lock_wait_ms=None)
+UNDO_QUICK = QUICK.override(batch_size=1)  # an undo batch: one of the backfill's recorded batches
 OLD_SALARIES = ("12345.67", "23456.78", "34567.89")
 NEW_SALARY = "98765.43"
 CHANGED_SINCE = "55555.55"
@@ -33,7 +34,7 @@ def checksum(url: str, table: str) -> tuple[int, str]:
 
 
 def run_undo(hrms_db, **kwargs) -> undo.UndoReport:
-    kwargs.setdefault("options", QUICK)
+    kwargs.setdefault("options", UNDO_QUICK)
     return undo.undo(hrms_db, log=kwargs.pop("log", ListLog()), **kwargs)
 
 
@@ -108,10 +109,10 @@ def test_registered_backfills_undone_restore_their_tables_exactly(hrms_db, datab
         assert engine.run(hrms_db, registry.get(name), QUICK.override(batch_size=50), log=ListLog()).rows_changed > 0
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM hrms.payroll_payslipline WHERE line_total IS NULL").fetchone()[0] == 0
-        images = dict(conn.execute("SELECT r.backfill, count(u.*) FROM hrms.core_backfillrun r "
-                                   "JOIN hrms.core_backfillundo u ON u.run_ref = r.id GROUP BY 1").fetchall())
+        images = dict(conn.execute("SELECT r.backfill, count(DISTINCT v.row_key) FROM hrms.core_backfillrun r "
+                                   "JOIN hrms.core_backfillundo_rows v ON v.run_ref = r.id GROUP BY 1").fetchall())
         # the columns each SET list assigns, read by the parser: updated_at too, where the backfill sets it
-        keys = {r[0] for r in conn.execute("SELECT DISTINCT jsonb_object_keys(before) FROM hrms.core_backfillundo")}
+        keys = {r[0] for r in conn.execute("SELECT DISTINCT column_name FROM hrms.core_backfillundo_rows")}
     assert images == {"set_employee_status": 25, "compute_employee_tenure": 30, "compute_payslipline_line_total": 270}
     assert keys == {"status", "updated_at", "tenure_years", "line_total"}
 
@@ -140,7 +141,8 @@ def test_a_killed_then_resumed_backfill_undone_restores_the_table(hrms_db, datab
     with pytest.raises(KeyboardInterrupt):
         engine.run(hrms_db, own.get("bump_tenure"), QUICK, log=ListLog(), run_id="first")
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM hrms.core_backfillundo").fetchone()[0] == 14  # two batches of 7
+        # two batches of 7, recorded one row each
+        assert conn.execute("SELECT count(*), sum(cardinality(keys)) FROM hrms.core_backfillundo").fetchone() == (2, 14)
         assert conn.execute("SELECT status, rows_done FROM hrms.core_backfillcheckpoint").fetchone() == ("failed", 14)
     resumed = engine.run(hrms_db, own.get("bump_tenure"), QUICK, log=ListLog(), run_id="second")
     assert (resumed.rows_changed, resumed.resumed_from_key is not None) == (16, True)
@@ -174,7 +176,8 @@ def test_rows_changed_by_two_updates_of_one_batch_and_by_a_trigger_go_back_too(h
     assert engine.run(hrms_db, own.get("two_steps"), QUICK, log=ListLog()).rows_changed == 24
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM hrms.employees_employee WHERE job_title = 'Dept TMP'").fetchone()[0] == 24
-        assert conn.execute("SELECT count(*), count(DISTINCT row_key) FROM hrms.core_backfillundo").fetchone() == (48, 24)
+        assert conn.execute("SELECT count(*), count(DISTINCT row_key) FROM "
+                            "(SELECT DISTINCT step, row_key FROM hrms.core_backfillundo_rows) s").fetchone() == (48, 24)
     assert run_undo(hrms_db, backfill="two_steps").total("restored") == 24
     assert checksum(database_url, "employees_employee") == before
 
@@ -186,8 +189,9 @@ def change_since(url: str) -> dict[str, int]:
     with psycopg.connect(url, autocommit=True) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM hrms.payroll_payrollrecord ORDER BY id LIMIT 2")]
         conn.execute("UPDATE hrms.payroll_payrollrecord SET basic_salary = %s WHERE id = %s", [CHANGED_SINCE, ids[0]])
-        conn.execute("""UPDATE hrms.payroll_payrollrecord r SET basic_salary = (u.before->>'basic_salary')::numeric
-                        FROM hrms.core_backfillundo u WHERE u.row_key = r.id AND r.id = %s""", [ids[1]])
+        conn.execute("""UPDATE hrms.payroll_payrollrecord r SET basic_salary = v.before::numeric
+                        FROM hrms.core_backfillundo_rows v
+                        WHERE v.row_key = r.id AND v.column_name = 'basic_salary' AND r.id = %s""", [ids[1]])
     return {"changed": ids[0], "already": ids[1]}
 
 
@@ -245,7 +249,7 @@ def test_an_unfinished_undo_blocks_the_backfill_and_a_launch_resumes_it(hrms_db,
     before = checksum(database_url, "employees_employee")
     backfill = registry.get("set_employee_status")
     engine.run(hrms_db, backfill, QUICK, log=ListLog())
-    partial = run_undo(hrms_db, backfill="set_employee_status", options=QUICK.override(max_batches=2))
+    partial = run_undo(hrms_db, backfill="set_employee_status", options=UNDO_QUICK.override(max_batches=2))
     assert (partial.runs[0].status, partial.total("restored")) == ("stopped", 14)
     with pytest.raises(BackfillError, match="the undo of its run .* has started and not finished; launch undo_backfill again"):
         engine.run(hrms_db, backfill, QUICK, log=ListLog())
@@ -301,7 +305,7 @@ def test_the_undo_records_are_append_only_and_a_mark_is_final(hrms_db, database_
     staff(database_url)
     engine.run(hrms_db, registry.get("set_employee_status"), QUICK, log=ListLog())
     importer = as_role(database_url, IMPORTER)
-    for statement in ("UPDATE hrms.core_backfillundo SET before = '{}'", "DELETE FROM hrms.core_backfillundo",
+    for statement in ("UPDATE hrms.core_backfillundo SET before = after", "DELETE FROM hrms.core_backfillundo",
                       "TRUNCATE hrms.core_backfillundo", "DELETE FROM hrms.core_backfillrun",
                       "UPDATE hrms.core_backfillrun SET from_key = 0"):
         with psycopg.connect(importer) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -310,9 +314,10 @@ def test_the_undo_records_are_append_only_and_a_mark_is_final(hrms_db, database_
     with psycopg.connect(importer) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot change again"):
         conn.execute("UPDATE hrms.core_backfillrun SET undone_at = NULL, undone_by = NULL")
     with psycopg.connect(as_role(database_url, READER)) as conn:
-        assert conn.execute("SELECT count(*) FROM hrms.core_backfillundo").fetchone()[0] == 24
+        assert conn.execute("SELECT count(DISTINCT row_key) FROM hrms.core_backfillundo_rows").fetchone()[0] == 24
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("INSERT INTO hrms.core_backfillundo (run_ref, row_key, before, after) VALUES (1, 1, '{}', '{}')")
+            conn.execute("INSERT INTO hrms.core_backfillundo (run_ref, batch_key, step, columns, keys, before, after) "
+                         "VALUES (1, 1, 0, '{x}', '{1}', '{a}', '{b}')")
 
 
 # --- through Dagster: what reaches its logs and metadata ---------------------------------------

@@ -200,7 +200,7 @@ def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *,
             """,
             {"name": plan.name, "params": params, "run_id": run_id, "restart": restart},
         ).fetchone()
-        return capture.start_run(conn, plan, run_id, state) if plan.undoable else None
+        return capture.start_run(conn, plan, run_id, state, restart=restart) if plan.undoable else None
 
 
 def _finish_checkpoint(conn: psycopg.Connection, name: str, status: str, error: str | None = None) -> None:
@@ -248,8 +248,8 @@ def rows_left(conn: psycopg.Connection, plan: Plan, last_key: int | None) -> int
 # --- the run -----------------------------------------------------------------------------------
 
 class _Progress:
-    def __init__(self, name: str, total: int | None, every: float, log: Log) -> None:
-        self.name, self.total, self.every, self.log = name, total, every, log
+    def __init__(self, name: str, total: int | None, every: float, log: Log, unit: str = "rows") -> None:
+        self.name, self.total, self.every, self.log, self.unit = name, total, every, log, unit
         self.started = time.monotonic()
         self.last = self.started
 
@@ -263,7 +263,7 @@ class _Progress:
             left = f"{remaining:,}"
             eta = _duration(remaining / rate) if rate > 0 else "unknown"
         last_ms = result.batch_ms[-1] if result.batch_ms else 0.0
-        return (f"backfill {self.name}: {result.rows_changed:,} rows changed, {left} left, {rate:,.0f} rows/s, "
+        return (f"backfill {self.name}: {result.rows_changed:,} rows changed, {left} left, {rate:,.0f} {self.unit}/s, "
                 f"ETA {eta}; {result.batches:,} batches, batch size {batch_size:,}, last batch {last_ms:.0f} ms")
 
     def maybe_log(self, result: Result, batch_size: int) -> None:
@@ -390,7 +390,7 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
             f"backfill {plan.name}: the undo of its run {undoing} has started and not finished; launch undo_backfill "
             f"again (backfill: {plan.name}, run_id: {undoing}) to finish it before running the backfill again")
     total = count_pending(conn, plan, after)
-    log.info(f"backfill {plan.name} on {plan.qualified_table}: {_n(total)} rows to change, {where}"
+    log.info(f"backfill {plan.name} on {plan.qualified_table}: {_n(total)} {plan.unit} to change, {where}"
              + (" (restart)" if restart else "") + f"; batch size {options.batch_size:,}, "
              f"target {options.target_batch_ms or '-'} ms, sleep {options.sleep_seconds}s")
     run_ref = _start_checkpoint(conn, plan, options, restart=restart, run_id=run_id)
@@ -398,7 +398,7 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
     if recorder is not None:
         log.info(f"backfill {plan.name}: keeps for undo the {recorder.description}")
     sizer = BatchSizer(options)
-    progress = _Progress(plan.name, total, options.progress_every_seconds, log)
+    progress = _Progress(plan.name, total, options.progress_every_seconds, log, plan.unit)
     consecutive_failures = 0
     try:
         while True:

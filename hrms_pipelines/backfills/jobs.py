@@ -202,7 +202,9 @@ class UndoConfig(ThrottleConfig):
     overwrite_changed: bool = Field(
         default=False, description="Also put back rows changed since the backfill (their values then go to the "
                                    "audit log). Default: leave them and report them.")
-    batch_size: Optional[int] = Field(default=None, description="Rows in the first batch.")
+    batch_size: Optional[int] = Field(
+        default=None, description="The backfill's recorded batches in the first undo batch (default 1; then sized "
+                                  "toward target_batch_ms).")
 
 
 @dg.op(

@@ -123,6 +123,8 @@ class Batch:
     """Records the before-image of every row `update` changes (capture.py); None: nothing recorded."""
     updated: int = 0
     """Rows changed through `update` in this batch."""
+    steps: int = 0
+    """Calls of `update` in this batch (each records its images as one step)."""
     details: dict[str, Any] = field(default_factory=dict)
     """Added to the batch's audit row (counts, keys; never values of the rows)."""
 
@@ -183,6 +185,8 @@ class Plan:
     """That table's key column (default: `key`)."""
     audit_source: str | None = None
     """The audit rows' source (default: backfill:<name>)."""
+    unit: str = "rows"
+    """What the plan walks, as its messages count it (the undo walks recorded batches)."""
 
     @property
     def table_sql(self) -> sql.Composable:

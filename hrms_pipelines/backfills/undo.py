@@ -17,8 +17,9 @@ resumable after a kill. One statement per batch decides, row by row:
               is restored too and the values it held are kept in the audit log (action 'undo');
     missing   the row is gone: reported.
 
-"Holds what the backfill wrote" compares every recorded column in its own type (jsonb images read
-back with jsonb_populate_record), so time zones and number formats cannot fake a difference.
+"Holds what the backfill wrote" compares every recorded column's text form, under the same pinned
+output formats as when it was recorded (capture.pin_formats), so session settings cannot fake a
+difference; values go back through their type's input (format_type of the column).
 
 When the run is undone it is marked (by which run, when, the counts), and, when no later run of the
 backfill is left, the backfill's checkpoint is rewound to where the run started (status 'undone'),
@@ -47,10 +48,15 @@ from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Op
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase, local_transaction
 
-DEFAULTS = Options(batch_size=1000, sleep_seconds=0.1, target_batch_ms=200)
+DEFAULTS = Options(batch_size=1, min_batch_size=1, max_batch_size=50, sleep_seconds=0.1, target_batch_ms=200)
+"""An undo batch is one or more of the backfill's recorded batches (one to start with, each about the
+size the backfill's throttle chose), then sized toward the target like any backfill."""
 EXAMPLES = 20
-"""Rows shown in the report (each with its recorded columns), per undo."""
-PREVIEW_BATCH = 10_000
+"""Rows changed since shown in the report (each with its recorded columns), per undo."""
+SAMPLES = 10
+"""Rows a dry run shows it would restore."""
+PREVIEW_BATCH = 20
+"""Recorded batches a dry run classifies per (read-only) statement."""
 IMAGES_TABLE = "core_backfillundo"
 
 
@@ -115,23 +121,25 @@ def find_runs(conn: psycopg.Connection, *, backfill: str | None, run_id: str | N
 
 @dataclass
 class RestoreSql:
-    """The statements that classify and restore a batch of one run's rows."""
+    """The statements that classify and restore a batch of one run's rows: the recorded batches
+    whose batch_key is in [%(_first_key)s, %(_last_key)s]. Values are compared in their text form
+    (capture.pin_formats) and restored through their type's input (format_type)."""
 
     run: RunRecord
     columns: list[str]
     """Every column the run recorded (table order)."""
+    shape: capture.TableShape
 
     @classmethod
     def read(cls, conn: psycopg.Connection, run: RunRecord) -> RestoreSql:
         recorded = {r[0] for r in conn.execute(
-            sql.SQL("SELECT DISTINCT k FROM {images} u CROSS JOIN LATERAL jsonb_object_keys(u.before) k "
-                    "WHERE u.run_ref = %s").format(images=IMAGES), [run.id])}
+            sql.SQL("SELECT DISTINCT unnest(columns) FROM {images} WHERE run_ref = %s").format(images=IMAGES), [run.id])}
         shape = capture.TableShape.read(conn, run.table)
         gone = sorted(recorded - set(shape.columns))
         if gone:
             raise UndoError(f"undo of backfill {run.backfill} run {run.run_id}: {run.qualified_table} no longer has the "
                             f"column(s) {', '.join(gone)} it changed; a migration changed the table since. Nothing was changed.")
-        return cls(run=run, columns=[c for c in shape.columns if c in recorded])
+        return cls(run=run, columns=[c for c in shape.columns if c in recorded], shape=shape)
 
     @property
     def table(self) -> sql.Composable:
@@ -141,61 +149,67 @@ class RestoreSql:
     def key(self) -> sql.Composable:
         return sql.Identifier(self.run.key)
 
-    def _matches(self, row: str, image: str, recorded: str) -> sql.Composable:
-        """Every column recorded in `recorded` (a jsonb of the run) holds in `row` the value of the
-        typed record `image`, compared as text in their own type."""
-        if not self.columns:
-            return sql.SQL("true")
-        return sql.SQL(" AND ").join(
-            sql.SQL("(NOT {recorded} ? {name} OR {row}.{col}::text IS NOT DISTINCT FROM {image}.{col}::text)").format(
-                recorded=sql.SQL(recorded), name=sql.Literal(c), row=sql.Identifier(row), col=sql.Identifier(c),
-                image=sql.Identifier(image))
-            for c in self.columns)
+    def _each(self, template: str, joiner: str = ", ", **names: sql.Composable) -> sql.Composable:
+        """`template` once per recorded column ({col}: the column, {name}: its name as a literal,
+        {r} {b} {a} {n}: its aliases: recorded?, before, after, now; {type}: its type), joined."""
+        return sql.SQL(joiner).join(
+            sql.SQL(template).format(col=sql.Identifier(c), name=sql.Literal(c), type=self.shape.type_sql(c),
+                                     r=sql.Identifier(f"r{i}"), b=sql.Identifier(f"b{i}"), a=sql.Identifier(f"a{i}"),
+                                     n=sql.Identifier(f"n{i}"), **names)
+            for i, c in enumerate(self.columns))
+
+    def _holds(self, row: str, image: str, merged: str) -> sql.Composable:
+        """Every recorded column of `row` holds, in its text form, the value `image` (b: before, a: after) of `merged`."""
+        return self._each("(NOT {m}.{r} OR {t}.{col}::text IS NOT DISTINCT FROM {m}." + "{" + image + "})", " AND ",
+                          m=sql.Identifier(merged), t=sql.Identifier(row))
 
     def candidates(self) -> sql.Composable:
-        """CTEs _src (the batch's images, merged per row: earliest before, latest after) and _cand
-        (each row's state)."""
+        """CTEs _src (the recorded rows), _merged (one per row: its earliest before and latest after,
+        when two batch.update calls of a batch changed it) and _cand (each row's state)."""
         return sql.SQL("""
             _src AS (
-                SELECT u.row_key,
-                       jsonb_object_agg(e.key, e.value ORDER BY u.id DESC) AS before,
-                       jsonb_object_agg(e.key, u.after -> e.key ORDER BY u.id) AS after
-                FROM {images} u CROSS JOIN LATERAL jsonb_each(u.before) e
-                WHERE u.run_ref = %(_run_ref)s AND u.row_key BETWEEN %(_first_key)s AND %(_last_key)s
-                GROUP BY u.row_key
+                SELECT x.row_key, u.step, {flags}
+                FROM {images} u
+                CROSS JOIN LATERAL unnest(u.keys, {arrays}) AS x (row_key, {names})
+                WHERE u.run_ref = %(_run_ref)s AND u.batch_key BETWEEN %(_first_key)s AND %(_last_key)s
+            ), _merged AS (
+                SELECT row_key, {merge} FROM _src GROUP BY row_key
             ), _cand AS (
-                SELECT s.row_key, s.before, s.after, {now} AS now,
+                SELECT m.*, {now},
                        CASE WHEN t.{key} IS NULL THEN 'missing'
-                            WHEN {matches_after} THEN 'restore'
-                            WHEN {matches_before} THEN 'already'
+                            WHEN {holds_after} THEN 'restore'
+                            WHEN {holds_before} THEN 'already'
                             ELSE 'changed' END AS state
-                FROM _src s
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, s.after) a
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, s.before) b
-                LEFT JOIN {table} t ON t.{key} = s.row_key
+                FROM _merged m LEFT JOIN {table} t ON t.{key} = m.row_key
             )""").format(
-            images=IMAGES, table=self.table, key=self.key, now=capture.image(self.columns, sql.Identifier("t")),
-            matches_after=self._matches("t", "a", "s.after"), matches_before=self._matches("t", "b", "s.before"))
+            images=IMAGES, table=self.table, key=self.key,
+            flags=self._each("array_position(u.columns, {name}) IS NOT NULL AS {r}, x.{b}, x.{a}"),
+            arrays=self._each("(u.before[array_position(u.columns, {name})])::text[], "
+                              "(u.after[array_position(u.columns, {name})])::text[]"),
+            names=self._each("{b}, {a}"),
+            merge=self._each("bool_or({r}) AS {r}, (array_agg({b} ORDER BY step) FILTER (WHERE {r}))[1] AS {b}, "
+                             "(array_agg({a} ORDER BY step DESC) FILTER (WHERE {r}))[1] AS {a}"),
+            now=self._each("t.{col}::text AS {n}"),
+            holds_after=self._holds("t", "a", "m"), holds_before=self._holds("t", "b", "m"))
+
+    def _image(self, value: str) -> sql.Composable:
+        """A jsonb of the recorded columns of _cand row c: their `value` (n: now, b: before)."""
+        return sql.SQL("(SELECT jsonb_object_agg(z.col, z.val) FROM (VALUES {pairs}) z (col, val, recorded) "
+                       "WHERE z.recorded)").format(pairs=self._each("({name}, c.{" + value + "}, c.{r})"))
 
     def restore(self) -> sql.Composable:
         """Classify, restore (the rows still as the backfill left them; with %(_overwrite)s also those
         changed since, whose values then go to the audit log), and count."""
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{col} = CASE WHEN c.before ? {name} THEN b.{col} ELSE t.{col} END").format(
-                col=sql.Identifier(c), name=sql.Literal(c))
-            for c in self.columns)
         return sql.SQL("""
             WITH {candidates}, _restored AS (
                 UPDATE {table} t SET {assignments}
                 FROM _cand c
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, c.before) b
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, c.after) a
                 WHERE t.{key} = c.row_key
                   AND ((c.state = 'restore' AND {still_after}) OR (%(_overwrite)s AND c.state = 'changed'))
                 RETURNING t.{key} AS row_key
             ), _overwritten AS (
                 INSERT INTO {audit} (run_id, source, action, table_name, row_key, before, after)
-                SELECT %(_undo_run)s, %(_source)s, 'undo', %(_table)s, c.row_key::text, c.now, c.before
+                SELECT %(_undo_run)s, %(_source)s, 'undo', %(_table)s, c.row_key::text, {now}, {before}
                 FROM _cand c JOIN _restored r ON r.row_key = c.row_key
                 WHERE c.state = 'changed'
             )
@@ -206,8 +220,10 @@ class RestoreSql:
                             FILTER (WHERE r.row_key IS NULL AND c.state IN ('restore', 'changed')), '{{}}'),
                    coalesce(array_agg(c.row_key ORDER BY c.row_key) FILTER (WHERE c.state = 'missing'), '{{}}')
             FROM _cand c LEFT JOIN _restored r ON r.row_key = c.row_key""").format(
-            candidates=self.candidates(), table=self.table, assignments=assignments, key=self.key,
-            still_after=self._matches("t", "a", "c.after"), audit=sql.Identifier(settings.HR_SCHEMA, "core_auditlog"))
+            candidates=self.candidates(), table=self.table, key=self.key,
+            assignments=self._each("{col} = CASE WHEN c.{r} THEN c.{b}::{type} ELSE t.{col} END"),
+            still_after=self._holds("t", "a", "c"), audit=sql.Identifier(settings.HR_SCHEMA, "core_auditlog"),
+            now=self._image("n"), before=self._image("b"))
 
     def classify(self) -> sql.Composable:
         """The dry run's count of each state, and the first keys of the rows changed since and of those
@@ -221,13 +237,15 @@ class RestoreSql:
             FROM _cand""").format(candidates=self.candidates())
 
     def details(self) -> sql.Composable:
-        """Recorded and current values of the columns of some rows, for the report (masked there)."""
+        """Recorded and current values of the columns of some rows of the batch, for the report (masked there)."""
         return sql.SQL("""
-            SELECT u.row_key, e.key, u.before ->> e.key, e.value #>> '{{}}', to_jsonb(t) ->> e.key, t.{key} IS NULL
-            FROM {images} u CROSS JOIN LATERAL jsonb_each(u.after) e
-            LEFT JOIN {table} t ON t.{key} = u.row_key
-            WHERE u.run_ref = %(_run_ref)s AND u.row_key = ANY(%(_keys)s)
-            ORDER BY u.row_key, e.key, u.id""").format(images=IMAGES, table=self.table, key=self.key)
+            SELECT v.row_key, v.column_name, v.before, v.after, CASE v.column_name {current} END, t.{key} IS NULL
+            FROM {rows} v LEFT JOIN {table} t ON t.{key} = v.row_key
+            WHERE v.run_ref = %(_run_ref)s AND v.batch_key BETWEEN %(_first_key)s AND %(_last_key)s
+              AND v.row_key = ANY(%(_keys)s)
+            ORDER BY v.row_key, v.column_name, v.step""").format(
+            rows=sql.Identifier(settings.HR_SCHEMA, "core_backfillundo_rows"), table=self.table, key=self.key,
+            current=self._each("WHEN {name} THEN t.{col}::text", " "))
 
 
 # --- what an undo reports ----------------------------------------------------------------------
@@ -297,8 +315,11 @@ class UndoReport:
         return tables
 
 
-def _masked_details(conn: psycopg.Connection, restore: RestoreSql, keys: list[int], state: str) -> list[list[Any]]:
-    rows = conn.execute(restore.details(), {"_run_ref": restore.run.id, "_keys": keys}).fetchall()
+def _masked_details(conn: psycopg.Connection, restore: RestoreSql, bounds: tuple[int, int], keys: list[int],
+                    state: str) -> list[list[Any]]:
+    """Report rows for `keys` (of the recorded batches in `bounds`), every value masked where privacy.py says."""
+    rows = conn.execute(restore.details(), {"_run_ref": restore.run.id, "_first_key": bounds[0], "_last_key": bounds[1],
+                                            "_keys": keys}).fetchall()
     table = restore.run.table
     return [[state, restore.run.run_id, key, column,
              privacy.mask_cell(column, before, table), privacy.mask_cell(column, wrote, table),
@@ -317,6 +338,7 @@ def undo_plan(run: RunRecord, report: UndoReport, outcome: RunOutcome) -> Backfi
         statement = restore.restore()
 
         def apply(batch: Batch) -> int:
+            capture.pin_formats(batch.conn)
             restored, overwritten, already, changed_keys, missing_keys = batch.conn.execute(statement, {
                 "_run_ref": run.id, "_first_key": batch.first_key, "_last_key": batch.last_key,
                 "_overwrite": report.overwrite_changed, "_undo_run": report.undo_run_id,
@@ -331,16 +353,15 @@ def undo_plan(run: RunRecord, report: UndoReport, outcome: RunOutcome) -> Backfi
                 "undo_of": {"backfill": run.backfill, "run_id": run.run_id}, "key_column": run.key,
                 "rows_restored": restored, "rows_overwritten": overwritten, "rows_already_back": already,
                 "rows_changed_since_left": changed_keys, "rows_missing": missing_keys})
-            room = EXAMPLES - len(report.changed_rows)
-            if room > 0 and (changed_keys or missing_keys):
-                report.changed_rows += _masked_details(batch.conn, restore, changed_keys[:room], "changed since")
+            bounds = (batch.first_key, batch.last_key)
+            for keys, state in ((changed_keys, "changed since"), (missing_keys, "missing")):
                 room = EXAMPLES - len(report.changed_rows)
-                if room > 0 and missing_keys:
-                    report.changed_rows += _masked_details(batch.conn, restore, missing_keys[:room], "missing")
+                if room > 0 and keys:
+                    report.changed_rows += _masked_details(batch.conn, restore, bounds, keys[:room], state)
             return restored
 
         return Plan(
-            name=name, table=IMAGES_TABLE, key="row_key", pending=None, apply=apply,
+            name=name, table=IMAGES_TABLE, key="batch_key", pending=None, apply=apply, unit="recorded batches",
             scope=sql.SQL("run_ref = %(_run_ref)s"), bind={"_run_ref": run.id}, undoable=False, action="undo",
             changes_table=run.table, changes_key=run.key, audit_source=f"undo:{run.backfill}",
             params={"undo_of": {"backfill": run.backfill, "run_id": run.run_id, "table": run.qualified_table},
@@ -349,7 +370,6 @@ def undo_plan(run: RunRecord, report: UndoReport, outcome: RunOutcome) -> Backfi
 
     return Backfill(name=name, description=f"undo of backfill {run.backfill} run {run.run_id}", table=IMAGES_TABLE,
                     defaults=DEFAULTS, prepare=prepare, kind="undo")
-
 
 
 def _mark(conn: psycopg.Connection, run: RunRecord, outcome: RunOutcome, undo_run_id: str, rows_done: int) -> bool:
@@ -375,13 +395,14 @@ def _preview(conn: psycopg.Connection, run: RunRecord, report: UndoReport, outco
     """Classify every row of `run` in read-only batches; change nothing."""
     restore = RestoreSql.read(conn, run)
     statement = restore.classify()
-    bounds = sql.SQL("""SELECT min(row_key), max(row_key), count(*) FROM (
-                            SELECT row_key FROM {images} WHERE run_ref = %(_run_ref)s
-                              AND (%(_after)s::bigint IS NULL OR row_key > %(_after)s) ORDER BY row_key LIMIT %(_limit)s) b""").format(
-        images=IMAGES)
+    bounds = sql.SQL("""SELECT min(batch_key), max(batch_key), count(*) FROM (
+                            SELECT batch_key FROM {images} WHERE run_ref = %(_run_ref)s
+                              AND (%(_after)s::bigint IS NULL OR batch_key > %(_after)s)
+                            ORDER BY batch_key LIMIT %(_limit)s) b""").format(images=IMAGES)
     after: int | None = None
     while True:
         with local_transaction(conn, statement_timeout=engine.COUNT_TIMEOUT, force_rollback=True):
+            capture.pin_formats(conn)
             first, last, rows = conn.execute(bounds, {"_run_ref": run.id, "_after": after, "_limit": PREVIEW_BATCH}).fetchone()
             if not rows:
                 break
@@ -394,10 +415,10 @@ def _preview(conn: psycopg.Connection, run: RunRecord, report: UndoReport, outco
             outcome.batches += 1
             room = EXAMPLES - len(report.changed_rows)
             if room > 0 and changed_keys:
-                report.changed_rows += _masked_details(conn, restore, changed_keys[:room], "changed since")
-            room = 10 - len(report.sample_rows)
+                report.changed_rows += _masked_details(conn, restore, (first, last), changed_keys[:room], "changed since")
+            room = SAMPLES - len(report.sample_rows)
             if room > 0 and restore_keys:
-                report.sample_rows += _masked_details(conn, restore, restore_keys[:room], "would restore")
+                report.sample_rows += _masked_details(conn, restore, (first, last), restore_keys[:room], "would restore")
         after = last
 
 
