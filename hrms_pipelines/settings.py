@@ -186,10 +186,20 @@ def private_dir(path: Path) -> Path:
 
 def create_private_file(path: Path, *, append: bool = False) -> BinaryIO:
     """A file only this user can read (0600), never through a symlink; created when missing."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_APPEND if append else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink planted where the file goes
+            raise PermissionError(f"{path} is a symbolic link; it is never followed") from None
+        if exc.errno == 6:  # ENXIO: a FIFO nobody reads (O_NONBLOCK: we never wait for one)
+            raise PermissionError(f"{path} is a named pipe (FIFO), not a regular file") from None
+        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise PermissionError(f"{path} is not a regular file")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    if not append:
+        os.ftruncate(fd, 0)
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, "ab" if append else "wb")

@@ -4,6 +4,7 @@ connection would make it, and checked for the database's refusal (and that nothi
 
 from __future__ import annotations
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -154,3 +155,47 @@ def test_every_duty_logs_in_as_its_own_role(hrms_db):
             assert conn.execute("SELECT session_user, current_user").fetchone() == (duty.role, duty.role)
             assert conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = session_user").fetchone() == (False,)
     assert settings.IMPORT_ROLE == IMPORTER.role
+
+
+def test_an_authentication_failure_is_never_retried_as_transient(pg_admin_url):
+    """The server's refusal to log a role in (SQLSTATE class 28) fails the step at once: retrying only
+    locks accounts. A connection the server never answered stays transient."""
+    from hrms_pipelines.retries import is_transient, transient_retries
+
+    with pytest.raises(psycopg.OperationalError) as refused_login:
+        psycopg.connect(roles.with_user(pg_admin_url, "no_such_role_anywhere"))
+    assert "does not exist" in str(refused_login.value) and not is_transient(refused_login.value)
+    with pytest.raises(psycopg.OperationalError) as unreachable:
+        psycopg.connect("postgresql://x@127.0.0.1:1/none", connect_timeout=2)
+    assert is_transient(unreachable.value)
+
+    @dg.op
+    @transient_retries
+    def log_in(context) -> None:
+        psycopg.connect(roles.with_user(pg_admin_url, "no_such_role_anywhere"))
+
+    @dg.job
+    def job() -> None:
+        log_in()
+
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+
+
+@pytest.mark.parametrize("url,secret", [
+    ("postgresql://hr_admin:s3cret@db.example.org:5432/hrms", "s3cret"),
+    ("postgresql://hr_admin:p@ss/w?rd@db.example.org/hrms", "p@ss/w?rd"),          # unencoded @, / and ?
+    ("postgresql://hr_admin:s%40cret@db.example.org/hrms?sslmode=require", "s%40cret"),
+    ("postgresql:///hrms?host=/tmp&user=hr&password=s3cret", "s3cret"),
+    ("postgresql://db.example.org/hrms?sslpassword=keypass&sslmode=verify-full", "keypass"),
+    ("host=db.example.org user=hr password=s3cret dbname=hrms", "s3cret"),
+    ("host=db.example.org user=hr password='s3 cret' sslpassword=keypass dbname=hrms", "keypass"),
+    ("postgresql+psycopg2://dagster:s3cret@db/dagster", "s3cret"),
+])
+def test_passwords_are_masked_wherever_a_url_or_dsn_is_shown(url, secret):
+    from hrms_pipelines.resources import redact
+
+    shown = redact(url)
+    assert secret not in shown and "***" in shown
+    assert "s3" not in shown.replace("s3cret", "")  # no fragment of a quoted password either

@@ -43,8 +43,26 @@ def backup_key(stage: Stage) -> dg.AssetKey:
     return dg.AssetKey(f"backup_{stage.name}")
 
 
+def checked(options: ImportOptions) -> ImportOptions:
+    """The run's options once every file they name is a plain name and, where it exists, a regular
+    file (not a symlink, FIFO or device): the first step of a run refuses a bad one before any stage
+    writes. A missing file is left to its stage, which says so."""
+    try:
+        for name in options.names():
+            try:
+                settings.open_regular_file(options.directory(), name, "import file").close()
+            except FileNotFoundError:
+                pass
+    except (settings.UnsafeName, PermissionError) as exc:
+        raise dg.Failure(str(exc)) from None
+    return options
+
+
 def _log(context, options: ImportOptions, stage: str) -> StageLog:
-    return StageLog(context.log, options.log_file, stage)
+    try:
+        return StageLog(context.log, options.log_file, stage)
+    except (settings.UnsafeName, OSError) as exc:  # a planted symlink or FIFO, a full disk ...
+        raise dg.Failure(f"the log file cannot be opened: {exc}") from None
 
 
 def _selected_stages(context, from_stage: Stage) -> list[Stage]:
@@ -72,6 +90,11 @@ def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from
                                               metadata=metadata))
     context.log.info("dry run report (nothing was written):\n" + markdown_table(
         ["stage", "outcome", "rows", "would insert", "would update", "unchanged", "skipped", "rejected"], rows))
+    failed = [r for r in results if r.message]
+    if failed:
+        # A dry run that would fail fails too (CI runs it to catch a bad file), after reporting every stage.
+        raise dg.Failure(f"dry run: the import would fail at the {failed[0].stage} stage (nothing was written):\n"
+                         f"{failed[0].message}")
 
 
 def _all_unchanged(hrms_db: HrmsDatabase, stage: Stage, options: ImportOptions) -> list[int] | None:
@@ -98,7 +121,7 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
     )
     @transient_retries
     def backup_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
-        options = hrms_import_options
+        options = checked(hrms_import_options)
         if options.dry_run:
             rehearse_stages(context, hrms_db, options, stage)
             return
@@ -138,7 +161,7 @@ def make_import_asset(stage: Stage):
     )
     @transient_retries
     def import_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
-        options = hrms_import_options
+        options = checked(hrms_import_options)
         if options.dry_run:
             rehearse_stages(context, hrms_db, options, stage)
             return
