@@ -199,3 +199,42 @@ def test_passwords_are_masked_wherever_a_url_or_dsn_is_shown(url, secret):
     shown = redact(url)
     assert secret not in shown and "***" in shown
     assert "s3" not in shown.replace("s3cret", "")  # no fragment of a quoted password either
+
+
+def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(pg_admin_url, migrations):
+    """A database whose first migration ran as the superuser with the first version of core/0001
+    (which created the import role itself): bootstrap hands the schema to the migrator, the ledger's
+    old checksum is accepted (the file declares it superseded), and the rest applies as the migrator."""
+    from pathlib import Path
+
+    from hrms_pipelines.migrations import runner
+    from hrms_pipelines_tests.conftest import _url, create_database, drop_database
+
+    first_version = (Path(__file__).parent / "data" / "core_0001_foundation_first_version.up.sql").read_text()
+    core_0001 = next(m for m in migrations if m.key == ("core", "0001"))
+    name = create_database(pg_admin_url, prefix="upgrade")
+    url = _url(pg_admin_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as admin:  # what the old runner did, as the superuser
+            runner.ensure_ledger(admin)
+            with admin.transaction():
+                admin.execute(first_version)
+                admin.execute(f"INSERT INTO {runner.LEDGER} (app, version, name, checksum, duration_ms) "
+                              "VALUES ('core', '0001', 'foundation', encode(sha256(%s::bytea), 'hex'), 1)",
+                              [first_version.encode()])
+            assert admin.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'hrms'").fetchone()[0] == "postgres"
+            roles.bootstrap(admin, name)
+            owners = admin.execute("SELECT DISTINCT relowner::regrole::text FROM pg_class c JOIN pg_namespace n "
+                                   "ON n.oid = c.relnamespace WHERE n.nspname IN ('hrms', 'hrms_meta')").fetchall()
+            assert owners == [("hrms_migrator",)]
+            assert admin.execute("SELECT count(*) FROM pg_auth_members WHERE member = 'hrms_importer'::regrole").fetchone()[0] == 0
+        with psycopg.connect(as_role(url, MIGRATOR), autocommit=True) as conn:
+            assert runner.changed_files(migrations, runner.read_ledger(conn)) == []
+            assert core_0001.up.accepts_checksum(runner.read_ledger(conn)[("core", "0001")].checksum)
+            applied = runner.apply(conn, migrations, log=lambda *_: None)
+            assert len(applied) == len(migrations) - 1
+            report = runner.verify(conn, migrations)
+        assert report.ok, report.problems()
+        refused(url, IMPORTER, "UPDATE hrms.core_auditlog SET run_id = 'x'", match="permission denied")
+    finally:
+        drop_database(pg_admin_url, name)
