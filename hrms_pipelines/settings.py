@@ -44,6 +44,7 @@ KEYS_DIR_ENV = "HRMS_KEYS_DIR"
 ENVIRONMENT_ENV = "HRMS_ENV"
 IMPORT_CREATE_USERS_ENV = "HRMS_IMPORT_CREATE_USERS"
 AUDIT_DETACH_AFTER_MONTHS_ENV = "HRMS_AUDIT_DETACH_AFTER_MONTHS"
+IMPORT_LOCK_WAIT_ENV = "HRMS_IMPORT_LOCK_WAIT"
 
 # The PostgreSQL schema that holds every HR table, and the one that holds the migration ledger.
 HR_SCHEMA = "hrms"
@@ -102,6 +103,18 @@ def audit_detach_after_months() -> int:
     if not raw.isdigit():
         raise ValueError(f"{AUDIT_DETACH_AFTER_MONTHS_ENV}={raw!r}: expected a whole number of months (0 = off)")
     return int(raw)
+
+
+DEFAULT_IMPORT_LOCK_WAIT = "5min"
+
+
+def import_lock_wait():
+    """How long an import stage, an import dry run or a seed waits for another one to finish (the
+    `imports` / `seeds` advisory lock) before it fails: e.g. 0, 30s, 5min. Runs launched through
+    Dagster's queue never meet one (the hrms_writer pool); `dagster job execute` runs can."""
+    from hrms_pipelines.locks import LockWait
+
+    return LockWait((os.environ.get(IMPORT_LOCK_WAIT_ENV) or DEFAULT_IMPORT_LOCK_WAIT).strip(), IMPORT_LOCK_WAIT_ENV)
 
 
 # Every op or asset that writes to the HR database is in this Dagster concurrency pool; dagster.yaml

@@ -16,7 +16,7 @@ skipped: no backup is written and no materialization is recorded.
 import dagster as dg
 
 from hrms_pipelines.retries import transient_retries
-from hrms_pipelines import backups, settings
+from hrms_pipelines import backups, locks, settings
 from hrms_pipelines.imports import history, ladders, org, records, schemas, summaries, users
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
@@ -77,7 +77,11 @@ def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from
     stages = _selected_stages(context, from_stage)
     context.log.info(f"dry run of {', '.join(s.name for s in stages)}: one transaction, rolled back at the end; "
                      "no backup, no materialization")
-    results = dry_run(hrms_db, stages, options, run_id=context.run.run_id, log_for=lambda name: _log(context, options, name))
+    try:
+        results = dry_run(hrms_db, stages, options, run_id=context.run.run_id, log_for=lambda name: _log(context, options, name))
+    except locks.LockNotAvailable as exc:
+        context.log.error(str(exc))
+        raise dg.Failure(description=str(exc)) from None
     rows = []
     for result in results:
         c = result.counts
@@ -171,7 +175,7 @@ def make_import_asset(stage: Stage):
         except ImportFileError as exc:
             log.error(str(exc))
             raise dg.Failure(description=str(exc), metadata=summaries.rejects_metadata(exc.rejects)) from None
-        except StageFailed as exc:
+        except (StageFailed, locks.LockNotAvailable) as exc:
             log.error(str(exc))
             raise dg.Failure(description=str(exc)) from None
         if not result.files:
