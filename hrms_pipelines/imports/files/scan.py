@@ -26,6 +26,7 @@ from hrms_pipelines.imports.files import limits as limits_mod
 
 QUOTE, COMMA, LF, CR = 34, 44, 10, 13
 HEADER_LIMIT = 64 * 1024
+SUB_BLOCK = 256 * 1024
 LISTED = 20
 
 
@@ -102,6 +103,11 @@ class CsvScan:
 
     # -- one block ---------------------------------------------------------------------------
     def feed(self, block: bytes) -> None:
+        view = memoryview(block)
+        for at in range(0, len(view), SUB_BLOCK):     # numpy temporaries stay ~10x SUB_BLOCK
+            self._feed(view[at: at + SUB_BLOCK])
+
+    def _feed(self, block) -> None:
         a = np.frombuffer(block, dtype=np.uint8)
         n = a.size
         if n == 0:
@@ -114,7 +120,7 @@ class CsvScan:
         nl = (a == LF) & outside
         comma = (a == COMMA) & outside
         nl_pos = np.flatnonzero(nl)
-        ccum = np.cumsum(comma, dtype=np.int64)
+        ccum = np.cumsum(comma, dtype=np.int32)
         where = lambda i: self._where(int(i), nl_pos, ccum)  # noqa: E731
 
         # checks deferred from the previous block's last byte
@@ -166,6 +172,12 @@ class CsvScan:
             self.nuls.add(*[(*where(i), self.pos + int(i)) for i in nul[:LISTED]])
             self.nuls.count += max(0, nul.size - LISTED)
 
+        # the header first: the limits below name columns by it
+        if not self.header_done and nl_pos.size:
+            first_end = int(nl_pos[0])
+            sig0 = int(np.count_nonzero(~np.isin(a[:first_end + 1], (COMMA, CR, LF))))
+            self._header_complete(self.rec_commas + int(ccum[first_end]), self.rec_sig + sig0, self.pos + first_end + 1)
+
         # cell sizes (bytes between separators, as written in the file)
         delim = np.flatnonzero(nl | comma)
         limit = self.limits.cell_bytes
@@ -188,7 +200,7 @@ class CsvScan:
         # records ending in this block
         if nl_pos.size:
             sig = ~((a == COMMA) | (a == CR) | (a == LF))
-            scum = np.cumsum(sig, dtype=np.int64)
+            scum = np.cumsum(sig, dtype=np.int32)
             commas = np.diff(ccum[nl_pos], prepend=-self.rec_commas)
             sigs = np.diff(scum[nl_pos], prepend=-self.rec_sig)
             ends = nl_pos + 1 + self.pos
