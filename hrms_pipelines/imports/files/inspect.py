@@ -158,7 +158,6 @@ def _inspect(path, display, file_name, sheet, source: OpenFile, prefix_size, lim
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     read = 0
     start = 0
-    lines = 1
     for block in source.blocks():
         if read == 0 and not is_xlsx:
             kind = sniff.what_is_it(block[:4096], source)
@@ -173,8 +172,7 @@ def _inspect(path, display, file_name, sheet, source: OpenFile, prefix_size, lim
             prefix.update(block[: prefix_size - read])
         if scan is not None:
             text = block[start:] if read == 0 else block
-            _feed(scan, text, display, decoder, read + (start if read == 0 else 0), lines, source)
-            lines += block.count(b"\n")
+            _feed(scan, text, display, decoder, read + (start if read == 0 else 0), source)
         read += len(block)
     file_sha = digest.hexdigest()
     prefix_sha = prefix.hexdigest() if prefix is not None and read >= prefix_size else None
@@ -184,7 +182,7 @@ def _inspect(path, display, file_name, sheet, source: OpenFile, prefix_size, lim
         scan = scan_mod.CsvScan(0, limits)
         offset = 0
         for block in data.blocks():
-            _feed(scan, block, display, None, offset, 0, data)
+            _feed(scan, block, display, None, offset, data)
             offset += len(block)
         sha = file_sha if sheet is None else hashlib.sha256(f"{file_sha}#{sheet_name}".encode()).hexdigest()
     else:
@@ -223,7 +221,7 @@ def _inspect(path, display, file_name, sheet, source: OpenFile, prefix_size, lim
     )
 
 
-def _feed(scan: scan_mod.CsvScan, block: bytes, display: str, decoder, offset: int, lines: int, data: OpenFile) -> None:
+def _feed(scan: scan_mod.CsvScan, block: bytes, display: str, decoder, offset: int, data: OpenFile) -> None:
     try:
         scan.feed(block)
     except scan_mod.CellTooLarge as exc:
@@ -248,7 +246,7 @@ def _feed(scan: scan_mod.CsvScan, block: bytes, display: str, decoder, offset: i
         decoder.decode(block)
     except UnicodeDecodeError as exc:
         bad = offset + exc.start
-        line = lines + block[: exc.start].count(b"\n")
+        line = 1 + sum(b.count(b"\n") for b in data.blocks(0, bad))
         raise ImportFileError(
             f"{display}: not valid UTF-8: byte 0x{block[exc.start]:02x} at byte offset {bad} (line {line}) "
             f"cannot be decoded ({exc.reason}). Save the file as 'CSV UTF-8' and import again."

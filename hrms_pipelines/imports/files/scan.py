@@ -2,8 +2,8 @@
 
 CSV as PostgreSQL's COPY reads it (RFC 4180): cells separated by commas, records by LF or CRLF, a
 double quote opens and closes quoting anywhere, a doubled one inside quotes is a quote. The scan is
-vectorised with numpy over 1 MiB blocks (quote parity by a running XOR), so it costs a few
-milliseconds per MiB and keeps only counters between blocks. It finds, with their row (the record
+vectorised with numpy over blocks, looking only at the positions of quotes, commas and line
+ends (quote parity by counting the quotes before a position), so it costs a few milliseconds per MiB and keeps only counters between blocks. It finds, with their row (the record
 number a spreadsheet shows, header = row 1) and column:
 
 - rows with too few or too many cells (against the header), and an unclosed quote;
@@ -68,7 +68,7 @@ class CsvScan:
         self.records = 0               # complete records so far (header and blank ones included)
         self.rec_start = start
         self.rec_commas = 0
-        self.rec_sig = 0
+        self.rec_cr = 0
         self.cell_start = start
         self.header_done = False
         self.header_commas = -1
@@ -91,37 +91,43 @@ class CsvScan:
         self.prefix_records: int | None = None
 
     # -- positions ---------------------------------------------------------------------------
-    def _where(self, i: int, nl_pos: np.ndarray, ccum: np.ndarray) -> tuple[int, int]:
+    def _where(self, i: int, nl_pos: np.ndarray, comma_pos: np.ndarray) -> tuple[int, int]:
         """(spreadsheet row, 0-based column index) of block-relative offset i."""
         i = max(i, 0)
         k = int(np.searchsorted(nl_pos, i))
         row = self.records + k + 1
-        before = int(ccum[i - 1]) if i > 0 else 0
+        before = int(np.searchsorted(comma_pos, i))
         if k == 0:
             return row, self.rec_commas + before
-        return row, before - int(ccum[nl_pos[k - 1]])
+        return row, before - int(np.searchsorted(comma_pos, nl_pos[k - 1]))
 
     # -- one block ---------------------------------------------------------------------------
     def feed(self, block: bytes) -> None:
         view = memoryview(block)
-        for at in range(0, len(view), SUB_BLOCK):     # numpy temporaries stay ~10x SUB_BLOCK
+        for at in range(0, len(view), SUB_BLOCK):     # numpy temporaries stay a few times SUB_BLOCK
             self._feed(view[at: at + SUB_BLOCK])
 
     def _feed(self, block) -> None:
+        """Sparse: only the positions of quotes, commas, LFs and CRs are looked at; whether one is
+        inside quotes is the parity of the quotes before it (searchsorted)."""
         a = np.frombuffer(block, dtype=np.uint8)
         n = a.size
         if n == 0:
             return
-        isq = a == QUOTE
-        par = np.bitwise_xor.accumulate(isq.view(np.uint8))
-        if self.parity:
-            par ^= 1
-        outside = (par == 0) & ~isq
-        nl = (a == LF) & outside
-        comma = (a == COMMA) & outside
-        nl_pos = np.flatnonzero(nl)
-        ccum = np.cumsum(comma, dtype=np.int32)
-        where = lambda i: self._where(int(i), nl_pos, ccum)  # noqa: E731
+        q = np.flatnonzero(a == QUOTE)
+
+        def outside(positions: np.ndarray) -> np.ndarray:
+            if not q.size:
+                return positions if not self.parity else positions[:0]
+            inside = (np.searchsorted(q, positions, side="right") & 1) ^ self.parity
+            return positions[inside == 0]
+
+        delim = outside(np.flatnonzero((a == LF) | (a == COMMA)))    # separators, in order
+        is_nl = a[delim] == LF
+        nl_pos = delim[is_nl]
+        comma_pos = delim[~is_nl]
+        cr_all = np.flatnonzero(a == CR)
+        where = lambda i: self._where(int(i), nl_pos, comma_pos)  # noqa: E731
 
         # checks deferred from the previous block's last byte
         if self._pending_close is not None:
@@ -135,10 +141,10 @@ class CsvScan:
 
         # quotes: an opening one must start a cell (or be the second of a doubled pair), a closing
         # one must end it (or be the first of a pair)
-        q = np.flatnonzero(isq)
         if q.size:
-            opening = q[par[q] == 1]
-            closing = q[par[q] == 0]
+            after_parity = (np.arange(1, q.size + 1) & 1) ^ self.parity
+            opening = q[after_parity == 1]
+            closing = q[after_parity == 0]
             if opening.size:
                 before = np.where(opening > 0, a[np.maximum(opening - 1, 0)], self.prev)
                 bad = opening[~np.isin(before, (COMMA, LF, QUOTE))]
@@ -150,14 +156,13 @@ class CsvScan:
                 if closing[-1] == n - 1:
                     self._pending_close = self.pos + n - 1
                     closing = closing[:-1]
-                after = a[closing + 1]
-                bad = closing[~np.isin(after, (COMMA, LF, CR, QUOTE))]
+                bad = closing[~np.isin(a[closing + 1], (COMMA, LF, CR, QUOTE))]
                 if bad.size:
                     self.quotes.add(*[where(i) for i in bad[:LISTED]])
                     self.quotes.count += max(0, bad.size - LISTED)
 
         # carriage returns outside quotes must end a line (CRLF)
-        cr = np.flatnonzero((a == CR) & outside)
+        cr = outside(cr_all)
         if cr.size:
             if cr[-1] == n - 1:
                 self._pending_cr = self.pos + n - 1
@@ -167,29 +172,38 @@ class CsvScan:
                 self.lone_cr.add(*[where(i) for i in bad[:LISTED]])
 
         # NUL bytes
-        nul = np.flatnonzero(a == 0)
-        if nul.size:
+        if 0 in a:
+            nul = np.flatnonzero(a == 0)
             self.nuls.add(*[(*where(i), self.pos + int(i)) for i in nul[:LISTED]])
             self.nuls.count += max(0, nul.size - LISTED)
 
+        # records ending in this block: cells (commas + 1), length, CRs -> blank or not
+        commas_before = np.searchsorted(comma_pos, nl_pos)
+        commas = np.diff(commas_before, prepend=0)
+        crs_before = np.searchsorted(cr_all, nl_pos)
+        crs = np.diff(crs_before, prepend=0)
+        if nl_pos.size:
+            commas[0] += self.rec_commas
+            crs[0] += self.rec_cr
+        starts = np.concatenate(([self.rec_start], nl_pos[:-1] + 1 + self.pos)) if nl_pos.size else nl_pos
+        lengths = nl_pos + self.pos - starts
+        blanks = lengths == commas + crs
+
         # the header first: the limits below name columns by it
         if not self.header_done and nl_pos.size:
-            first_end = int(nl_pos[0])
-            sig0 = int(np.count_nonzero(~np.isin(a[:first_end + 1], (COMMA, CR, LF))))
-            self._header_complete(self.rec_commas + int(ccum[first_end]), self.rec_sig + sig0, self.pos + first_end + 1)
+            self._header_complete(int(commas[0]), bool(blanks[0]), self.pos + int(nl_pos[0]) + 1)
 
         # cell sizes (bytes between separators, as written in the file)
-        delim = np.flatnonzero(nl | comma)
         limit = self.limits.cell_bytes
         first = self.cell_start - self.pos
         if delim.size:
-            starts = np.concatenate(([first], delim[:-1] + 1))
-            sizes = delim - starts
+            cell_starts = np.concatenate(([first], delim[:-1] + 1))
+            sizes = delim - cell_starts
             over = np.flatnonzero(sizes > limit)
             if over.size:
-                j = int(over[0])
-                row, column = where(starts[j])
-                raise CellTooLarge(row, column, int(sizes[j]))
+                k = int(over[0])
+                row, column = where(cell_starts[k])
+                raise CellTooLarge(row, column, int(sizes[k]))
             tail_start = int(delim[-1]) + 1
         else:
             tail_start = first
@@ -197,45 +211,38 @@ class CsvScan:
             row, column = where(tail_start)
             raise CellTooLarge(row, column, n - tail_start)
 
-        # records ending in this block
         if nl_pos.size:
-            sig = ~((a == COMMA) | (a == CR) | (a == LF))
-            scum = np.cumsum(sig, dtype=np.int32)
-            commas = np.diff(ccum[nl_pos], prepend=-self.rec_commas)
-            sigs = np.diff(scum[nl_pos], prepend=-self.rec_sig)
-            ends = nl_pos + 1 + self.pos
             index = self.records + np.arange(nl_pos.size)
             ending_cr = np.where(nl_pos > 0, a[np.maximum(nl_pos - 1, 0)], self.prev) == CR
             self._line_ends(index, ending_cr)
-            if not self.header_done:
-                self._header_complete(int(commas[0]), int(sigs[0]), int(ends[0]))
-            self._records(index, commas, sigs, ends)
-            self.rec_commas = int(ccum[-1] - ccum[nl_pos[-1]])
-            self.rec_sig = int(scum[-1] - scum[nl_pos[-1]])
-            self.rec_start = int(ends[-1])
+            self._records(index, commas, blanks, nl_pos + 1 + self.pos)
+            self.rec_commas = int(comma_pos.size - commas_before[-1])
+            self.rec_cr = int(cr_all.size - crs_before[-1])
+            self.rec_start = self.pos + int(nl_pos[-1]) + 1
         else:
             if not self.header_done and self.pos + n - self.start > HEADER_LIMIT:
                 raise _HeaderTooLong(self.pos + n - self.start)
-            self.rec_commas += int(ccum[-1])
-            self.rec_sig += int(np.count_nonzero(~((a == COMMA) | (a == CR) | (a == LF))))
+            self.rec_commas += int(comma_pos.size)
+            self.rec_cr += int(cr_all.size)
 
         # prefix of an append-aware import: does byte prefix_size - 1 end a row?
         if self.prefix_size is not None and self.pos < self.prefix_size <= self.pos + n:
             i = self.prefix_size - 1 - self.pos
-            self.prefix_boundary = bool(nl[i])
-            self.prefix_records = self.records + int(np.count_nonzero(nl_pos <= i))
+            at = int(np.searchsorted(nl_pos, i))
+            self.prefix_boundary = at < nl_pos.size and int(nl_pos[at]) == i
+            self.prefix_records = self.records + at + (1 if self.prefix_boundary else 0)
 
         self.records += int(nl_pos.size)
         self.cell_start = self.pos + tail_start
-        self.parity = int(par[-1])
+        self.parity ^= int(q.size & 1)
         self.prev = int(a[-1])
         self.pos += n
 
-    def _header_complete(self, commas: int, sig: int, end: int) -> None:
+    def _header_complete(self, commas: int, blank: bool, end: int) -> None:
         self.header_done = True
         self.header_commas = commas
         self.header_end = end
-        if sig == 0:
+        if blank:
             raise _BlankHeader()
         if end - self.start > HEADER_LIMIT:
             raise _HeaderTooLong(end - self.start)
@@ -247,10 +254,10 @@ class CsvScan:
                 self.line_ends[style].add(*[int(r) + 1 for r in rows[:LISTED]])
                 self.line_ends[style].count += max(0, rows.size - LISTED)
 
-    def _records(self, index: np.ndarray, commas: np.ndarray, sigs: np.ndarray, ends: np.ndarray) -> None:
+    def _records(self, index: np.ndarray, commas: np.ndarray, blanks: np.ndarray, ends: np.ndarray) -> None:
         data = index > 0
-        blank = (sigs == 0) & data
-        filled = (sigs != 0) & data
+        blank = blanks & data
+        filled = ~blanks & data
         wrong = filled & (commas != self.header_commas)
         bad = np.flatnonzero(wrong)
         if bad.size:
@@ -288,10 +295,10 @@ class CsvScan:
         if self.pos > self.rec_start and not self.unclosed:   # a last record without a line end
             index = np.array([self.records])
             commas = np.array([self.rec_commas])
-            sigs = np.array([self.rec_sig])
+            blanks = np.array([self.pos - self.rec_start == self.rec_commas + self.rec_cr])
             if not self.header_done:
-                self._header_complete(self.rec_commas, self.rec_sig, self.pos)
-            self._records(index, commas, sigs, np.array([self.pos]))
+                self._header_complete(self.rec_commas, bool(blanks[0]), self.pos)
+            self._records(index, commas, blanks, np.array([self.pos]))
             self.records += 1
         if self.prefix_size is not None and self.prefix_size == self.pos and self.prefix_boundary is None:
             self.prefix_boundary = False
