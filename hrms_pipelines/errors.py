@@ -34,7 +34,6 @@ from contextlib import contextmanager
 
 import dagster as dg
 import psycopg
-from dagster._core.errors import DagsterError
 
 from hrms_pipelines import privacy
 
@@ -203,7 +202,7 @@ def sanitised_failure(exc: BaseException) -> dg.Failure:
 def _scrub_current_log() -> None:
     try:
         context = dg.OpExecutionContext.get()
-    except DagsterError:
+    except dg.DagsterError:
         return  # a sensor, or a function called outside a run
     privacy.scrub_logger(context.log)
 
@@ -222,7 +221,7 @@ def boundary() -> Iterator[None]:
         raise
     except dg.Failure as failure:
         raise sanitised_failure(failure) from None
-    except DagsterError:
+    except dg.DagsterError:
         raise  # Dagster's own (invalid config, invariant violations, ...): framework text, not HR values
     except Exception as exc:  # noqa: BLE001 - this is the boundary
         raise sanitised_failure(exc) from None

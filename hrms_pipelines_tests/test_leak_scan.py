@@ -692,15 +692,13 @@ def test_a_transient_error_is_still_retried_and_its_retry_event_is_sanitised(dat
 def test_dagster_control_flow_passes_the_boundary_unchanged():
     @errors.error_boundary
     def interrupted():
-        from dagster._core.errors import DagsterExecutionInterruptedError
-        raise DagsterExecutionInterruptedError()
+        raise dg.DagsterExecutionInterruptedError()
 
     @errors.error_boundary
     def invalid():
         raise dg.DagsterInvariantViolationError("framework says no")
 
-    from dagster._core.errors import DagsterExecutionInterruptedError
-    with pytest.raises(DagsterExecutionInterruptedError):
+    with pytest.raises(dg.DagsterExecutionInterruptedError):
         interrupted()
     with pytest.raises(dg.DagsterInvariantViolationError, match="framework says no"):
         invalid()
