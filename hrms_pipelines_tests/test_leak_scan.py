@@ -603,10 +603,14 @@ def _every_compute_function():
             seen[f"op {op.name}"] = getattr(op.compute_fn, "decorated_fn", op.compute_fn)
     for sensor in defs.sensors:
         seen[f"sensor {sensor.name}"] = getattr(sensor, "_run_status_sensor_fn", None) or sensor._raw_fn
+    for schedule in defs.schedules:
+        function = getattr(schedule._execution_fn, "decorated_fn", None)
+        if function is not None:   # a schedule of a job with run config only runs no code of ours
+            seen[f"schedule {schedule.name}"] = function
     return seen
 
 
-def test_every_op_asset_check_and_sensor_is_behind_the_error_boundary():
+def test_every_op_asset_check_sensor_and_schedule_is_behind_the_error_boundary():
     functions = _every_compute_function()
     assert len(functions) > 40
     unguarded = sorted(name for name, fn in functions.items() if not errors.is_guarded(fn))
