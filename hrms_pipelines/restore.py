@@ -17,6 +17,7 @@ import dagster as dg
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, settings
 from hrms_pipelines.resources import RESTORER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 
 class RestoreBackupConfig(dg.Config):
@@ -40,6 +41,7 @@ class VerifiedBackup:
 
 
 @dg.op(description="Load the backup's manifest and check every file's size and sha256; refuse tampered, partial or unknown backups.")
+@error_boundary
 def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupConfig) -> VerifiedBackup:
     settings_ = config.model_dump()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import locks, settings
+from hrms_pipelines import locks, privacy, settings
 from hrms_pipelines.imports import records, validations
 from hrms_pipelines.imports.options import ImportOptions, rejects_dir
 from hrms_pipelines.imports.reader import FileInfo, ImportFileError, RejectReport, inspect_file
@@ -92,7 +92,8 @@ class StageResult:
 
 
 class StageLog:
-    """Dagster's logger plus the optional log file; every operation goes through here."""
+    """Dagster's logger plus the optional log file; every operation goes through here. Both get the
+    same line, passed through privacy.scrub_text (a last line of defence: messages mask by column)."""
 
     def __init__(self, dagster_log=None, log_file: str = "", stage: str = ""):
         self.dagster_log = dagster_log
@@ -102,7 +103,7 @@ class StageLog:
             self.file_logger = _file_logger(log_file)
 
     def _emit(self, level: str, message: str) -> None:
-        text = f"[{self.stage}] {message}" if self.stage else message
+        text = privacy.scrub_text(f"[{self.stage}] {message}" if self.stage else message)
         if self.dagster_log is not None:
             getattr(self.dagster_log, level)(text)
         if self.file_logger is not None:
