@@ -178,22 +178,21 @@ class _StagingSink:
         self.records = _CsvRecords()
         self.error: BaseException | None = None
 
-    def _refuse(self, what: str) -> BackupError:
+    def _refuse(self, what: str, limit: int) -> BackupError:
         path = self.manifest.directory / self.entry.file
         return BackupError(
-            f"backup {self.manifest.backup_id}: {path} holds more {what} than its manifest lists; refused as soon as "
-            f"it passed that count, after {self.reader.bytes:,} of {self.entry.bytes:,} encrypted bytes, "
-            f"{self.csv_bytes:,} CSV bytes and {max(self.records.records - 1, 0):,} rows (manifest: "
-            f"{self.entry.csv_bytes:,} CSV bytes, {self.entry.rows:,} rows). The rest was not staged; nothing was changed."
+            f"backup {self.manifest.backup_id}: {path} holds more {what} than the {limit:,} its manifest lists; "
+            f"refused as soon as it passed that count, before the excess was staged, after reading "
+            f"{self.reader.bytes:,} of {self.entry.bytes:,} encrypted bytes. Nothing was changed."
         )
 
     def _take(self, piece: bytes) -> None:
         self.csv_bytes += len(piece)
         if self.csv_bytes > self.entry.csv_bytes:
-            raise self._refuse("CSV bytes")
+            raise self._refuse("CSV bytes", self.entry.csv_bytes)
         self.records.feed(piece)
         if self.records.records - 1 > self.entry.rows:  # the first record is the header
-            raise self._refuse("rows")
+            raise self._refuse("rows", self.entry.rows)
         self.copy.write(piece)
 
     def write(self, data: bytes) -> int:
