@@ -161,11 +161,11 @@ class _CsvRecords:
         if not self.quoted and b'"' not in data:
             self.records += data.count(b"\n")
             return
-        for i, part in enumerate(data.split(b'"')):
-            if i:
-                self.quoted = not self.quoted
-            if not self.quoted:
-                self.records += part.count(b"\n")
+        # the pieces between quotes alternate outside/inside a quoted field ("" inside one toggles twice)
+        parts = data.split(b'"')
+        self.records += b"".join(parts[1::2] if self.quoted else parts[0::2]).count(b"\n")
+        if len(parts) % 2 == 0:  # an odd number of quotes: the state at the end is flipped
+            self.quoted = not self.quoted
 
 
 class _StagingSink:
