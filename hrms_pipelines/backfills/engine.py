@@ -30,9 +30,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from hrms_pipelines import locks, settings
+from hrms_pipelines import errors, locks, settings
 from hrms_pipelines.backfills import capture
-from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan, describe_error
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase, local_transaction
 
 CHECKPOINTS = f"{settings.HR_SCHEMA}.core_backfillcheckpoint"
@@ -438,7 +438,7 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
                 time.sleep(options.sleep_seconds)
     except BaseException as exc:  # killed by Dagster, a bug, a batch that cannot pass: keep the place
         try:
-            _finish_checkpoint(conn, plan.name, "failed", error=describe_error(exc)[:2000])
+            _finish_checkpoint(conn, plan.name, "failed", error=errors.safe_message(exc)[:2000])
         except Exception:  # noqa: BLE001 - the original error is what matters
             pass
         raise

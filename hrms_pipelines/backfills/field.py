@@ -30,8 +30,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import privacy, settings
-from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan, describe_error
+from hrms_pipelines import errors, privacy, settings
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 from hrms_pipelines.resources import local_transaction
 
 # The HR tables a field backfill may change. Left out on purpose: core_* (audit log, backfill
@@ -218,7 +218,7 @@ def _describe_database_error(exc: psycopg.Error, spec: FieldSpec, table: str, co
     where = f"field backfill of {settings.HR_SCHEMA}.{table}.{spec.column}"
     message = exc.diag.message_primary or str(exc)
     if privacy.is_sensitive(spec.column, table) or (spec.filter is not None and privacy.is_sensitive(spec.filter.column, table)):
-        message = describe_error(exc)  # PostgreSQL's message may quote the value
+        message = errors.describe_database_error(exc)  # PostgreSQL's message may quote the value: masked
     if stage == "value":
         return (f"{where}: value {shown(spec.column, spec.value, table)} for column {spec.column} "
                 f"({columns[spec.column].type}) was refused by PostgreSQL: {message}. Nothing was changed.")

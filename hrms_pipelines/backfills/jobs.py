@@ -19,15 +19,13 @@ import dataclasses
 from typing import Any, Optional
 
 import dagster as dg
-import psycopg
 from pydantic import Field
 
-from hrms_pipelines.retries import is_transient, transient_retries
+from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import settings
 from hrms_pipelines.backfills import engine, undo
 from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, as_backfill
-from hrms_pipelines.backfills.registry import (Backfill, BackfillError, BackfillRegistry, Options, describe_error,
-                                               registry)
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, BackfillRegistry, Options, registry
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase
 
@@ -74,22 +72,13 @@ class BackfillRunConfig(RunControls):
     batch_size: Optional[int] = Field(default=None, description="Rows in the first batch.")
 
 
-def failure(exc: Exception) -> dg.Failure:
-    """A backfill's error as the step's failure, raised `from None`: Dagster stores and shows an
-    error's whole chain, and a database error's DETAIL quotes row values ("Failing row contains ...")."""
-    return dg.Failure(description=str(exc) if isinstance(exc, BackfillError) else describe_error(exc))
-
-
 def _run(context: dg.OpExecutionContext, hrms_db: HrmsDatabase, backfill: Backfill, options: Options,
          config: RunControls) -> dg.Output:
     context.log.info(f"backfill {backfill.name} on database {hrms_db.display_url(IMPORTER)}")
-    try:
-        result = engine.run(hrms_db, backfill, options, log=context.log, restart=config.restart,
-                            dry_run=config.dry_run, run_id=context.run_id)
-    except (BackfillError, psycopg.Error) as exc:
-        if is_transient(exc):
-            raise  # transient_retries retries the step (lock timeouts and lost connections quote no rows)
-        raise failure(exc) from None
+    # A BackfillError (or a database error) leaves the op through the error boundary of
+    # transient_retries: retried when transient, else a dg.Failure with a masked message.
+    result = engine.run(hrms_db, backfill, options, log=context.log, restart=config.restart,
+                        dry_run=config.dry_run, run_id=context.run_id)
     figures = result.metadata()
     metadata: dict[str, Any] = {
         **figures, "summary": dg.MetadataValue.md(markdown_table(["figure", "value"], [[k, v] for k, v in figures.items()]))}
@@ -218,15 +207,9 @@ class UndoConfig(ThrottleConfig):
 @transient_retries
 def run_undo(context: dg.OpExecutionContext, config: UndoConfig, hrms_db: HrmsDatabase) -> dg.Output:
     context.log.info(f"undo on database {hrms_db.display_url(IMPORTER)}")
-    try:
-        options = config.options(undo.DEFAULTS, config.batch_size)
-        report = undo.undo(hrms_db, backfill=config.backfill, run_id=config.run_id, options=options, log=context.log,
-                           overwrite_changed=config.overwrite_changed, dry_run=config.dry_run,
-                           undo_run_id=context.run_id)
-    except (BackfillError, psycopg.Error) as exc:
-        if is_transient(exc):
-            raise  # transient_retries retries the step (lock timeouts and lost connections quote no rows)
-        raise failure(exc) from None
+    options = config.options(undo.DEFAULTS, config.batch_size)
+    report = undo.undo(hrms_db, backfill=config.backfill, run_id=config.run_id, options=options, log=context.log,
+                       overwrite_changed=config.overwrite_changed, dry_run=config.dry_run, undo_run_id=context.run_id)
     metadata: dict[str, Any] = {**report.figures(),
                                 **{key: dg.MetadataValue.md(table) for key, table in report.tables().items()}}
     return dg.Output(None, metadata=metadata)

@@ -16,7 +16,6 @@ backfill only says *what* changes.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import privacy, settings
+from hrms_pipelines import settings
 
 if TYPE_CHECKING:
     from hrms_pipelines.backfills.capture import Capture
@@ -37,24 +36,6 @@ class BackfillError(Exception):
 
 class UnknownBackfill(BackfillError):
     pass
-
-
-def describe_error(exc: BaseException) -> str:
-    """An error as it may be shown or stored outside the HR tables: PostgreSQL's primary message
-    with a quoted value at its end withheld, never its DETAIL (which quotes whole rows: "Failing
-    row contains (...)", "Key (email)=(...)")."""
-    if isinstance(exc, psycopg.Error):
-        message = exc.diag.message_primary or type(exc).__name__
-        message = _QUOTED_VALUE.sub(r"\1<value withheld>", message)
-        where = "".join(f", {label} {value}" for label, value in (
-            ("table", exc.diag.table_name), ("column", exc.diag.column_name), ("constraint", exc.diag.constraint_name))
-            if value)
-        return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}{where}): {privacy.scrub_text(message)}"
-    return privacy.scrub_text(f"{type(exc).__name__}: {exc}")
-
-
-# "invalid input syntax for type numeric: \"12,5x\"", "value too long for type ...": a value after a colon
-_QUOTED_VALUE = re.compile(r'(:\s*)"(?:[^"]|"")*"\s*$')
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from hrms_pipelines.imports import validations
 from hrms_pipelines.imports.assets import GROUP
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import READER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 # Check names, one per validation (the same names as hrms_pipelines.imports.validations).
 CHECK_NAMES = tuple(v.name for v in validations.VALIDATIONS)
@@ -20,6 +21,7 @@ def make_check(validation: validations.Validation):
         blocking=validation.blocking,
         description=validation.description + (" Blocking: the next stage does not run when it fails." if validation.blocking else ""),
     )
+    @error_boundary
     def check(hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
         with hrms_db.connection(READER) as conn:
             count, rows = validation.offending(conn)

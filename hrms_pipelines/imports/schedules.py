@@ -12,6 +12,7 @@ from hrms_pipelines.imports.jobs import hrms_import
 from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions, schedule_cron, schedule_timezone
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.resources import READER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 # The sample's organisation files name leaders before the users file creates them.
 NIGHTLY_OPTIONS = {"create_users": True}
@@ -39,6 +40,7 @@ def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[s
     execution_timezone=schedule_timezone(),
     description="Nightly import of the files in the import directory; skips when none changed.",
 )
+@error_boundary
 def hrms_import_nightly(context: dg.ScheduleEvaluationContext, hrms_db: HrmsDatabase):
     options = ImportOptions(**NIGHTLY_OPTIONS)
     directory = options.directory()

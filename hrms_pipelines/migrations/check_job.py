@@ -19,6 +19,7 @@ from hrms_pipelines import settings
 from hrms_pipelines.migrations.check import Options, UsageError, analyze_paths
 from hrms_pipelines.migrations.check.sizes import SizesError
 from hrms_pipelines.resources import READER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 
 class CheckMigrationsConfig(dg.Config):
@@ -59,6 +60,7 @@ def inside_migrations(raw: str) -> Path:
 
 
 @dg.op(description="Run the migration safety analyzer; fail on DANGER findings (WARNING too when strict).")
+@error_boundary
 def check_migration_files(context: dg.OpExecutionContext, config: CheckMigrationsConfig, hrms_db: HrmsDatabase) -> None:
     options = Options(strict=config.strict, app=config.app, standalone=config.standalone)
     try:

@@ -20,6 +20,7 @@ from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.migrations import files, gate, runner
 from hrms_pipelines.resources import MIGRATOR, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 
 
@@ -56,6 +57,7 @@ def _by_label(migrations: list[files.Migration], labels: list[str]) -> list[file
 
 
 @dg.op(description="List the pending migrations in dependency order; refuse when an applied file changed.")
+@error_boundary
 def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfig, hrms_db: HrmsDatabase) -> MigrationPlan:
     migrations = _migrations()
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
@@ -72,6 +74,7 @@ def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfi
 
 
 @dg.op(description="Run the migration safety analyzer over the pending files; refuse failing findings.")
+@error_boundary
 def check_migration_safety(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> MigrationPlan:
     migrations = _migrations()
     verdict = gate.check_pending(migrations, _by_label(migrations, plan.pending), strict=plan.settings["strict"],
@@ -113,6 +116,7 @@ def apply_planned_migrations(context: dg.OpExecutionContext, plan: MigrationPlan
 
 
 @dg.op(description="Verify: nothing pending, checksums match, tables present, no INVALID index, FKs validated.")
+@error_boundary
 def verify_migrations(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> None:
     if plan.settings["dry_run"]:
         return
@@ -168,6 +172,7 @@ def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsCon
 
 
 @dg.op(description="System checks after a revert: no INVALID index, every foreign key validated, files unchanged.")
+@error_boundary
 def verify_after_revert(context: dg.OpExecutionContext, target: str, hrms_db: HrmsDatabase) -> None:
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         report = runner.verify(conn, _migrations())
