@@ -368,3 +368,15 @@ def test_sensitive_values_never_reach_dagsters_logs_or_metadata(hrms_db, payroll
             assert planted not in text
     after = salaries(payroll)
     assert sum(after[k] != v for k, v in original.items()) == 1  # the row changed since, left alone
+
+
+def test_pay_amounts_a_registered_backfill_wrote_are_masked_in_the_report(hrms_db, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        make_payslip_lines(conn, 30)
+    engine.run(hrms_db, registry.get("compute_payslipline_line_total"), QUICK, log=ListLog())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE hrms.payroll_payslipline SET line_total = 76543.21 WHERE id = (SELECT min(id) FROM hrms.payroll_payslipline)")
+    report = run_undo(hrms_db, backfill="compute_payslipline_line_total")
+    [row] = report.changed_rows
+    assert row[3:] == ["line_total", None, "##.##", "#####.##"]  # was NULL; the backfill wrote 10.70; now 76543.21
+    assert "76543.21" not in serialize_value([report.figures(), report.tables()])
