@@ -6,9 +6,13 @@ Dagster's logs or metadata."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import dagster as dg
 import psycopg
 import pytest
+import yaml
 from dagster._serdes import serialize_value
 
 from hrms_pipelines.backfills import capture, engine, undo
@@ -380,3 +384,24 @@ def test_pay_amounts_a_registered_backfill_wrote_are_masked_in_the_report(hrms_d
     [row] = report.changed_rows
     assert row[3:] == ["line_total", None, "##.##", "#####.##"]  # was NULL; the backfill wrote 10.70; now 76543.21
     assert "76543.21" not in serialize_value([report.figures(), report.tables()])
+
+
+def test_undo_from_the_command_line(database_url, subprocess_env, project_root, tmp_path):
+    staff(database_url)
+    before = checksum(database_url, "employees_employee")
+    command = [str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines"]
+
+    def execute(*args: str) -> str:
+        done = subprocess.run([*command, *args], env=subprocess_env, cwd=project_root, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    execute("-j", "data_backfill", "--tags", json.dumps({"dagster/partition": "set_employee_status"}))
+    assert checksum(database_url, "employees_employee") != before
+    preview = execute("-j", "undo_backfill", "-c", "config/undo_backfill_dry_run.yaml")
+    assert "24 rows of hrms.employees_employee would be restored" in preview
+    config = tmp_path / "undo.yaml"
+    config.write_text(yaml.safe_dump({"ops": {"run_undo": {"config": {"backfill": "set_employee_status"}}}}))
+    assert "24 rows of hrms.employees_employee restored" in execute("-j", "undo_backfill", "-c", str(config))
+    assert checksum(database_url, "employees_employee") == before
