@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from hrms_pipelines import settings
 from hrms_pipelines.migrations import files
 from hrms_pipelines.migrations.check import Options, Severity, TableSizes, analyze_migrations, analyze_paths, analyze_sql
 from hrms_pipelines.migrations.check.__main__ import main as cli_main
@@ -199,7 +200,7 @@ def test_cli_reads_the_database(database_url, tmp_path, capsys):
     assert cli_main([str(script), "--database", "postgresql://nobody@127.0.0.1:1/none"]) == 2
 
 
-def test_apply_migrations_refuses_pending_migrations_with_failing_findings(hrms_db, database_url, tmp_path):
+def test_apply_migrations_refuses_pending_migrations_with_failing_findings(hrms_db, database_url, tmp_path, monkeypatch):
     root = tmp_path / "migrations"
     root.mkdir()
     project = files.discover(Path(__file__).resolve().parents[1] / "sql" / "migrations")
@@ -211,7 +212,8 @@ def test_apply_migrations_refuses_pending_migrations_with_failing_findings(hrms_
         "payroll/0100_status_idx.up.sql": "CREATE INDEX payroll_payslip_status_idx ON hrms.payroll_payslip (status);\n",
         "payroll/0100_status_idx.down.sql": "DROP INDEX hrms.payroll_payslip_status_idx;\n",
     })
-    config = {"ops": {"plan_migrations": {"config": {"migrations_dir": str(root)}}}}
+    monkeypatch.setenv(settings.MIGRATIONS_DIR_ENV, str(root))
+    config = {"ops": {"plan_migrations": {"config": {}}}}
     result = apply_migrations.execute_in_process(run_config=config, resources={"hrms_db": hrms_db}, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

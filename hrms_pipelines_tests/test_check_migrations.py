@@ -13,7 +13,7 @@ import yaml
 from hrms_pipelines import settings
 from hrms_pipelines.migrations.check_job import check_migrations
 from hrms_pipelines.migrations.sensors import migration_files_sensor
-from hrms_pipelines.resources import HrmsDatabase
+from hrms_pipelines.resources import PinnedDatabase
 
 GOOD = {
     "shop/0001_init.up.sql": "CREATE TABLE public.shop_order (id bigint PRIMARY KEY, status text);\n",
@@ -36,14 +36,15 @@ def run_config(**config) -> dict:
     return {"ops": {"check_migration_files": {"config": config}}}
 
 
-def test_job_in_process_metadata_and_failure(tmp_path):
+def test_job_in_process_metadata_and_failure(tmp_path, monkeypatch):
     root = write(tmp_path, GOOD)
-    unused_db = HrmsDatabase(url="postgresql://unused@127.0.0.1:1/none")  # never connected without live_sizes
-    result = check_migrations.execute_in_process(run_config=run_config(migrations_dir=str(root)), resources={"hrms_db": unused_db})
+    monkeypatch.setenv(settings.MIGRATIONS_DIR_ENV, str(root))
+    unused_db = PinnedDatabase(location="postgresql://unused@127.0.0.1:1/none")  # never connected without live_sizes
+    result = check_migrations.execute_in_process(run_config=run_config(), resources={"hrms_db": unused_db})
     assert result.success
     write(root, DANGEROUS)
     with dg.instance_for_test() as instance:
-        result = check_migrations.execute_in_process(run_config=run_config(migrations_dir=str(root), json=True),
+        result = check_migrations.execute_in_process(run_config=run_config(json=True),
                                                      resources={"hrms_db": unused_db}, instance=instance,
                                                      raise_on_error=False)
         assert not result.success
@@ -59,16 +60,17 @@ def test_job_in_process_metadata_and_failure(tmp_path):
         assert any(m.startswith("{") and json.loads(m)["findings"][0]["rule"] == "ban-drop-column" for m in messages)
 
 
-def test_job_strict_and_app(tmp_path):
+def test_job_strict_and_app(tmp_path, monkeypatch):
     root = write(tmp_path, {**GOOD, "shop/0002_idx.up.sql": "CREATE INDEX i ON public.shop_order (status);\n",
                             "shop/0002_idx.down.sql": "DROP INDEX public.i;\n",
                             "misc/0001_x.up.sql": "SELECT 1;\n", "misc/0001_x.down.sql": "SELECT 1;\n"})
-    db = HrmsDatabase(url="postgresql://unused@127.0.0.1:1/none")
-    assert check_migrations.execute_in_process(run_config=run_config(migrations_dir=str(root)), resources={"hrms_db": db}).success
-    strict = check_migrations.execute_in_process(run_config=run_config(migrations_dir=str(root), strict=True),
+    monkeypatch.setenv(settings.MIGRATIONS_DIR_ENV, str(root))
+    db = PinnedDatabase(location="postgresql://unused@127.0.0.1:1/none")
+    assert check_migrations.execute_in_process(run_config=run_config(), resources={"hrms_db": db}).success
+    strict = check_migrations.execute_in_process(run_config=run_config(strict=True),
                                                  resources={"hrms_db": db}, raise_on_error=False)
     assert not strict.success
-    other_app = check_migrations.execute_in_process(run_config=run_config(migrations_dir=str(root), strict=True, app="misc"),
+    other_app = check_migrations.execute_in_process(run_config=run_config(strict=True, app="misc"),
                                                     resources={"hrms_db": db})
     assert other_app.success
 
@@ -155,7 +157,7 @@ def test_sensor_run_request_runs_the_job(tmp_path, monkeypatch):
         request = migration_files_sensor(_context(instance))
         result = check_migrations.execute_in_process(
             run_config=request.run_config, instance=instance, raise_on_error=False,
-            resources={"hrms_db": HrmsDatabase(url="postgresql://unused@127.0.0.1:1/none")})
+            resources={"hrms_db": PinnedDatabase(location="postgresql://unused@127.0.0.1:1/none")})
         assert not result.success  # 0002_drop drops a column
 
 

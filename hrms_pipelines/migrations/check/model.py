@@ -40,6 +40,9 @@ class Rule:
     # up migration is what a down file is for.
     in_down_files: bool = False
     squawk: str | None = None  # the squawk rule this one matches, when there is one
+    # A privilege escalation: the file under review cannot allow it with `-- hrms:allow` (the attempt is
+    # itself reported), and the rule also looks inside DO blocks and function bodies.
+    escalation: bool = False
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Statement:
     node: dict
     start: int
     end: int
+    inner: list | None = None  # DO blocks and functions: the statements in their body (rules._plpgsql.Inner)
 
 
 @dataclass

@@ -10,17 +10,25 @@ from hrms_pipelines.migrations.check.rules import (
     adding_not_nullable_field,
     adding_required_field,
     adding_serial_primary_key_field,
+    ban_alter_system,
     ban_concurrent_index_creation_in_transaction,
+    ban_copy_program,
     ban_drop_column,
     ban_drop_database,
     ban_drop_not_null,
     ban_drop_table,
+    ban_grant_role_membership,
+    ban_grant_to_public,
+    ban_role_escalation,
     ban_truncate,
+    ban_unlisted_extension,
     ban_update_or_delete_without_where,
     ban_vacuum_full,
     changing_column_type,
     constraint_missing_not_valid,
+    ban_widening_default_privileges,
     disallowed_unique_constraint,
+    dynamic_sql,
     engine_rules,
     import_role_never_deletes,
     renaming_column,
@@ -28,6 +36,7 @@ from hrms_pipelines.migrations.check.rules import (
     require_concurrent_index_creation,
     require_concurrent_index_deletion,
     require_lock_timeout,
+    require_security_definer_search_path,
     require_statement_timeout,
     transaction_nesting,
 )
@@ -42,6 +51,10 @@ STATEMENT_RULES: list[Rule] = [
         ban_concurrent_index_creation_in_transaction, ban_vacuum_full, require_lock_timeout,
         require_statement_timeout, ban_update_or_delete_without_where, transaction_nesting,
         ban_drop_not_null, ban_drop_database, import_role_never_deletes,
+        # privilege escalation (issue 10): never suppressible, also looked for inside DO blocks and functions
+        ban_copy_program, ban_role_escalation, ban_grant_role_membership, ban_grant_to_public, ban_alter_system,
+        require_security_definer_search_path, ban_unlisted_extension, ban_widening_default_privileges,
+        dynamic_sql,
     )
 ]
 ALL: dict[str, Rule] = {rule.id: rule for rule in (*STATEMENT_RULES, *engine_rules.RULES)}
@@ -52,3 +65,8 @@ for _rule in STATEMENT_RULES:
     for _kind in _rule.node_types:
         BY_NODE_TYPE[_kind] = (*BY_NODE_TYPE.get(_kind, ()), _rule)
 EVERY_STATEMENT: tuple[Rule, ...] = tuple(r for r in STATEMENT_RULES if not r.node_types)
+ESCALATION_BY_NODE_TYPE: dict[str, tuple[Rule, ...]] = {
+    kind: tuple(r for r in rules if r.escalation) for kind, rules in BY_NODE_TYPE.items()
+    if any(r.escalation for r in rules)
+}
+WITH_BODIES = ("DoStmt", "CreateFunctionStmt")  # statements whose body holds statements (rules._plpgsql)
