@@ -105,6 +105,8 @@ class FileState:
     pending_not_null: dict[tuple[str, str], str] = field(default_factory=dict)
     validated_here: set[tuple[str, str]] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)  # report-once rules already reported
+    # prefer-robust-stmts: constraint names dropped (IF EXISTS) in this file, and whether re-added since
+    dropped_constraints: dict[str, bool] = field(default_factory=dict)
 
     def is_new(self, table: str) -> bool:
         return table in self.new_tables or table.rsplit(".", 1)[-1] in self.new_tables

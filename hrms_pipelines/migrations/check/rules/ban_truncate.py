@@ -6,8 +6,7 @@ def check(stmt, state):
     tables = [_sql.relation(r.get("RangeVar")) for r in stmt.node.get("relations", ())]
     existing = [t for t in tables if not state.is_new(t)]
     if existing:
-        cascade = " CASCADE also empties every table that references them." if stmt.node.get("behavior") == "DROP_CASCADE" else ""
-        yield Hit(stmt.start, "Empties " + ", ".join(state.size_note(t) for t in existing) + "." + cascade)
+        yield Hit(stmt.start, "Empties " + ", ".join(state.size_note(t) for t in existing) + ".")
 
 
 RULE = Rule(
