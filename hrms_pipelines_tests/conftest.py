@@ -155,3 +155,15 @@ def subprocess_env(database_url: str, cli_base_env: dict[str, str]) -> dict[str,
 @pytest.fixture
 def project_root() -> Path:
     return settings.PROJECT_ROOT
+
+
+SECOND_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-second-pgdata"
+
+
+@pytest.fixture(scope="session")
+def second_server():
+    """A second embedded PostgreSQL (hrms_pipelines_tests.servers): a user's own database server, and
+    one a test may crash and restart."""
+    from hrms_pipelines_tests.servers import SecondServer
+
+    return SecondServer(SECOND_PGDATA)
