@@ -18,9 +18,13 @@ from psycopg import sql
 
 from hrms_pipelines import embedded, resources, roles, settings
 from hrms_pipelines.migrations import files, runner
+from hrms_pipelines.migrations.trace.cluster import TRACE_PGDATA_ENV
 from hrms_pipelines.resources import PinnedDatabase
 
 TEST_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-pgdata"
+# Trace mode's private scratch cluster, shared by every test and every process a test starts (its
+# schema templates are reused); the variable is the deployment's HRMS_TRACE_PGDATA.
+TRACE_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-trace-pgdata"
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +39,7 @@ def deployment_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str
         monkeypatch.setenv(env, str(dirs[key]))
     for duty in roles.Duty:
         monkeypatch.delenv(duty.url_env, raising=False)
+    monkeypatch.setenv(TRACE_PGDATA_ENV, str(TRACE_PGDATA))
     return dirs
 
 

@@ -10,7 +10,7 @@ from hrms_pipelines.migrations.check import engine
 from hrms_pipelines.migrations.check.rules import FILE_LEVEL
 
 SIZES = TableSizes.load()
-EXAMPLES = [r for r in RULES.values() if r.bad and r.id not in FILE_LEVEL]
+EXAMPLES = [r for r in RULES.values() if r.bad and r.id not in FILE_LEVEL and not r.found_by_trace]
 
 
 def rules_of(findings, *, active_only=True):

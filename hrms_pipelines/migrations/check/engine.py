@@ -380,12 +380,24 @@ def finalize(result: FileResult, *, file_findings: list[Finding] = (), report_un
             if applies:
                 finding.suppressed = sup.reason
                 sup.used = True
-        if not sup.used and report_unused and not unparsed:
+        traced_only = all(registry[r].found_by_trace for r in sup.rules)  # trace mode judges those
+        if not sup.used and report_unused and not unparsed and not traced_only:
             extra.append(_suppression_finding(result, "unused-suppression", line, column, sup,
                                               f"`{sup.raw}` suppresses nothing here: no {', '.join(sup.rules)} finding on this statement."))
     result.findings.extend(extra)
     result.findings.sort(key=lambda f: (f.line, f.column, f.rule))
     return result
+
+
+def suppression_reason(result: FileResult, rule_id: str, offset: int) -> str | None:
+    """The reason of a suppression with a reason that names `rule_id` on the statement at byte
+    `offset` (trace mode's findings are suppressed like the analyzer's own)."""
+    index = _owner(result, offset)
+    for sup in result.suppressions:
+        if rule_id in sup.rules and sup.reason and index is not None and _owner(result, sup.offset) == index:
+            sup.used = True
+            return sup.reason
+    return None
 
 
 def _suppression_finding(result: FileResult, rule_id: str, line: int, column: int, sup: Suppression, detail: str) -> Finding:

@@ -44,6 +44,9 @@ from hrms_pipelines.migrations.check.rules import (
     require_lock_timeout,
     require_security_definer_search_path,
     require_statement_timeout,
+    trace_failed,
+    trace_locked_scan,
+    trace_rewrite,
     transaction_nesting,
 )
 
@@ -66,7 +69,9 @@ STATEMENT_RULES: list[Rule] = [
         dynamic_sql,
     )
 ]
-ALL: dict[str, Rule] = {rule.id: rule for rule in (*STATEMENT_RULES, *engine_rules.RULES)}
+# Found by rehearsing migrations on a real PostgreSQL (trace mode), not by parsing: no static check.
+TRACE_RULES: list[Rule] = [trace_rewrite.RULE, trace_locked_scan.RULE, trace_failed.RULE]
+ALL: dict[str, Rule] = {rule.id: rule for rule in (*STATEMENT_RULES, *engine_rules.RULES, *TRACE_RULES)}
 FILE_LEVEL = {engine_rules.IRREVERSIBLE_MIGRATION.id}
 
 BY_NODE_TYPE: dict[str, tuple[Rule, ...]] = {}

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -29,4 +29,5 @@ RULE = Rule(
          "CHECK (net_pay > 0) NOT VALID;\n",
     node_types=("AlterDomainStmt",),
     check=check,
+    predicts=Prediction("ShareLock", "scan"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -20,4 +20,5 @@ RULE = Rule(
     good="CREATE TABLE hrms.imports_scratch (id bigint PRIMARY KEY);\nTRUNCATE hrms.imports_scratch;\n",
     node_types=("TruncateStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "rewrite"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -21,5 +21,6 @@ RULE = Rule(
     good="CREATE TABLE hrms.scratch_ref (id bigint PRIMARY KEY);\nTRUNCATE hrms.scratch_ref;\n",
     node_types=("TruncateStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "rewrite"),
     in_down_files=True,
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -31,5 +31,6 @@ RULE = Rule(
          "ALTER TABLE hrms.core_auditlog DETACH PARTITION hrms.core_auditlog_y2020m01 CONCURRENTLY;\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", None),
     in_down_files=True,
 )

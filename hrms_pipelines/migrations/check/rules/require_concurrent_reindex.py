@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 WIDE = {"REINDEX_OBJECT_SCHEMA": "schema", "REINDEX_OBJECT_DATABASE": "database"}
@@ -48,5 +48,6 @@ RULE = Rule(
     good="-- hrms:non-transactional\nREINDEX INDEX CONCURRENTLY hrms.payroll_payslipline_component_idx;\n",
     node_types=("ReindexStmt",),
     check=check,
+    predicts=Prediction("ShareLock", "rewrite"),
     in_down_files=True,
 )
