@@ -4,7 +4,6 @@ are looked into, and the project's own migrations pass."""
 
 from __future__ import annotations
 
-
 import psycopg
 import pytest
 
