@@ -30,7 +30,7 @@ from hrms_pipelines.migrations.check.sizes import TableSizes
 from hrms_pipelines.migrations.trace import locks as lockmodes
 from hrms_pipelines.migrations.trace.model import StatementTrace, TraceResult
 
-WORK_NAMES = {"rewrite": "a rewrite", "scan": "a whole-table read", "build": "an index build"}
+WORK_NAMES = {"rewrite": "rewrite", "scan": "whole-table read", "build": "index build"}
 
 
 def _did(trace: StatementTrace, work: str | None) -> bool:
@@ -44,8 +44,14 @@ def _did(trace: StatementTrace, work: str | None) -> bool:
 
 
 def _observed(trace: StatementTrace) -> str:
-    held = [lock.describe() for lock in trace.on_existing() if lock.new] or ["no lock on an existing table"]
-    return "; ".join(held + trace.work()) + f" ({trace.duration_ms:.1f} ms)"
+    """The strongest lock on each existing relation (taken here or held since an earlier statement of the
+    transaction), the work done, the time."""
+    best: dict[str, object] = {}
+    for lock in trace.on_existing():
+        if lock.relation not in best or lockmodes.strength(lock.mode) > lockmodes.strength(best[lock.relation].mode):
+            best[lock.relation] = lock
+    held = [lock.describe() + ("" if lock.new else " (held since an earlier statement)") for lock in best.values()]
+    return "; ".join((held or ["no lock on an existing table"]) + trace.work()) + f" ({trace.duration_ms:.1f} ms)"
 
 
 def judge(finding: Finding, trace: StatementTrace | None) -> None:
@@ -68,12 +74,12 @@ def judge(finding: Finding, trace: StatementTrace | None) -> None:
     elif took_lock:
         finding.trace = {"status": "harmless", "observed": observed}
         finding.severity = Severity.WARNING
-        finding.message += (f" Trace: harmless here, no {WORK_NAMES.get(prediction.work, prediction.work)}: "
-                            f"{observed}, a catalogue change.")
+        finding.message += (f" Trace: harmless here, no {WORK_NAMES.get(prediction.work, prediction.work)}, a catalogue "
+                            f"change: {observed}.")
     else:
         finding.trace = {"status": "mismatch", "observed": observed,
                          "predicted": f"{lockmodes.sql_name(prediction.lock)}"
-                                      + (f" and {WORK_NAMES[prediction.work]}" if prediction.work else "")}
+                                      + (f" and a {WORK_NAMES[prediction.work]}" if prediction.work else "")}
 
 
 def _predicted_work(findings: list[Finding]) -> set[str]:
