@@ -14,6 +14,8 @@ only, no rows), so the next rehearsal of the same schema is a CREATE DATABASE ..
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ TRACE_PGDATA_ENV = "HRMS_TRACE_PGDATA"
 SCRATCH_PREFIX = "hrms_trace_run_"
 TEMPLATE_PREFIX = "hrms_trace_tpl_"
 KEEP_TEMPLATES = 4
+STALE_AFTER_SECONDS = 3600  # a scratch database this old belongs to a rehearsal that was killed
 # A rehearsal needs no durability (a crash of the scratch cluster loses nothing anyone keeps), and no
 # autovacuum: its SHARE UPDATE EXCLUSIVE locks would stand in the way of what the trace observes.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "autovacuum": "off"}
@@ -54,6 +57,7 @@ class ScratchCluster:
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(FAST_SETTINGS[name])))
             if changed:
                 conn.execute("SELECT pg_reload_conf()")
+        self.sweep()
 
     def url(self, database: str, user: str = "postgres") -> str:
         return f"postgresql://{user}:@/{database}?host={self.socket_dir}&application_name=hrms_pipelines:trace"
@@ -66,8 +70,9 @@ class ScratchCluster:
     # -- databases -------------------------------------------------------------------------------
 
     def create(self, *, template: str | None = None, prefix: str = SCRATCH_PREFIX) -> str:
-        """A new database (a copy of `template`), the duty roles bootstrapped for it."""
-        name = f"{prefix}{uuid.uuid4().hex[:12]}"
+        """A new database (a copy of `template`), the duty roles bootstrapped for it. Its name carries its
+        creation time, so a later process can tell one left by a killed rehearsal (sweep)."""
+        name = f"{prefix}{int(time.time())}_{uuid.uuid4().hex[:8]}"
         with self.admin() as conn:
             query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
             if template:
@@ -82,6 +87,22 @@ class ScratchCluster:
     def drop(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def sweep(self) -> list[str]:
+        """Drop scratch and half-built databases left by rehearsals that were killed (older than an hour,
+        nobody connected); a rehearsal that finishes drops its own."""
+        dropped = []
+        pattern = re.compile(rf"^(?:{SCRATCH_PREFIX}|hrms_trace_build_)(\d+)_[0-9a-f]+$")
+        with self.admin() as conn:
+            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'hrms\\_trace\\_%'").fetchall():
+                match = pattern.match(name)
+                if match and time.time() - int(match[1]) > STALE_AFTER_SECONDS:
+                    try:
+                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                        dropped.append(name)
+                    except psycopg.errors.ObjectInUse:
+                        pass
+        return dropped
 
     def exists(self, name: str) -> bool:
         with self.admin() as conn:
