@@ -127,19 +127,26 @@ def hrms_db(database_url: str) -> PinnedDatabase:
     return PinnedDatabase(location=database_url)
 
 
+def create_dagster_storage(admin_url: str, prefix: str = "dagster") -> tuple[str, str]:
+    """(name, dagster-postgres URL) of a new database for Dagster's own storage, owned by its own role
+    (as the embedded server's), on the test server."""
+    name = create_database(admin_url, prefix=prefix)
+    socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
+    role = sql.Identifier(embedded.DAGSTER_ROLE)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) THEN "
+                             "CREATE ROLE {i} LOGIN; END IF; END $$").format(r=sql.Literal(embedded.DAGSTER_ROLE), i=role))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), role))
+    with psycopg.connect(_url(admin_url, name), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(role))
+    return name, f"postgresql+psycopg2://{embedded.DAGSTER_ROLE}:@/{name}?host={socket_dir}"
+
+
 @pytest.fixture(scope="session")
 def dagster_storage_url(pg_admin_url: str) -> Iterator[str]:
     """A database on the test server for Dagster's own storage (never the developer's .hrms)."""
-    name = create_database(pg_admin_url, prefix="dagster")
-    socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) THEN "
-                             "CREATE ROLE {i} LOGIN; END IF; END $$").format(
-            r=sql.Literal(embedded.DAGSTER_ROLE), i=sql.Identifier(embedded.DAGSTER_ROLE)))
-        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(embedded.DAGSTER_ROLE)))
-    with psycopg.connect(_url(pg_admin_url, name), autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(embedded.DAGSTER_ROLE)))
-    yield f"postgresql+psycopg2://{embedded.DAGSTER_ROLE}:@/{name}?host={socket_dir}"
+    name, url = create_dagster_storage(pg_admin_url)
+    yield url
     drop_database(pg_admin_url, name)
 
 

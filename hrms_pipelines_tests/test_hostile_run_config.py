@@ -26,9 +26,9 @@ import pytest
 
 from hrms_pipelines import settings
 from hrms_pipelines.definitions import defs
-from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
+from hrms_pipelines.imports.options import RESOURCE_KEY
 from hrms_pipelines.resources import PinnedDatabase
-from hrms_pipelines_tests.conftest import TEST_PGDATA, _url, create_database, drop_database
+from hrms_pipelines_tests.conftest import _url, create_dagster_storage, create_database, drop_database
 from hrms_pipelines_tests.e2e import ui as dagster_ui_server
 
 CANARY = f"CANARY-{uuid.uuid4().hex}"
@@ -138,17 +138,10 @@ def configured(deployment, monkeypatch):
 @pytest.fixture(scope="module")
 def webserver(deployment, cli_base_env, pg_admin_url):
     """The real webserver (+ daemon, which dequeues runs) on a free local port, on the test databases."""
-    storage = create_database(pg_admin_url, prefix="dagster_hostile")
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{storage}" OWNER TO hrms_dagster')
-    with psycopg.connect(_url(pg_admin_url, storage), autocommit=True) as conn:
-        conn.execute("ALTER SCHEMA public OWNER TO hrms_dagster")
-    from hrms_pipelines import embedded
-
-    socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
+    storage, storage_url = create_dagster_storage(pg_admin_url, prefix="dagster_hostile")
     env = dagster_ui_server.environment(
         cli_base_env, database_url=deployment["database_url"],
-        dagster_storage_url=f"postgresql+psycopg2://hrms_dagster:@/{storage}?host={socket_dir}",
+        dagster_storage_url=storage_url,
         home=deployment["root"] / "dagster", import_dir=deployment["imports"], project_root=settings.PROJECT_ROOT,
         migrations_dir=deployment["migrations"])
     env.update(deployment_env(deployment))

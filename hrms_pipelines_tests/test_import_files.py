@@ -9,7 +9,6 @@ import datetime as dt
 import gzip
 import hashlib
 import io
-import os
 import shutil
 import stat
 import tracemalloc

@@ -41,10 +41,10 @@ import pytest
 import yaml
 from psycopg import sql
 
-from hrms_pipelines import alerts, embedded, errors, instance as hrms_instance, privacy, retries, settings
+from hrms_pipelines import alerts, errors, instance as hrms_instance, privacy, retries, settings
 from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
 from hrms_pipelines.resources import PinnedDatabase
-from hrms_pipelines_tests.conftest import _url, create_database, drop_database
+from hrms_pipelines_tests.conftest import _url, create_dagster_storage, create_database, drop_database
 from hrms_pipelines_tests.import_helpers import BASE, import_folder, run_stage, write, write_base
 
 USERS_HEADER = ["email", "employee_number", "first_name", "last_name", "status", "hire_date", "termination_date",
@@ -122,17 +122,8 @@ class LeakEnv:
 
 
 def create_storage_database(admin_url: str) -> tuple[str, str]:
-    """A fresh dagster-postgres database owned by the storage role (as conftest's dagster_storage_url)."""
-    name = create_database(admin_url, prefix="dagleak")
-    socket_dir = embedded.server(settings.PROJECT_ROOT / ".hrms" / "test-pgdata").get_postmaster_info().socket_dir
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) THEN "
-                             "CREATE ROLE {i} LOGIN; END IF; END $$").format(
-            r=sql.Literal(embedded.DAGSTER_ROLE), i=sql.Identifier(embedded.DAGSTER_ROLE)))
-        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(embedded.DAGSTER_ROLE)))
-    with psycopg.connect(_url(admin_url, name), autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(embedded.DAGSTER_ROLE)))
-    return name, f"postgresql+psycopg2://{embedded.DAGSTER_ROLE}:@/{name}?host={socket_dir}"
+    """A fresh dagster-postgres database owned by the storage role."""
+    return create_dagster_storage(admin_url, prefix="dagleak")
 
 
 @pytest.fixture(scope="module")
