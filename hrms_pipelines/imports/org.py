@@ -10,7 +10,7 @@ leader is a rejected row.
 
 from __future__ import annotations
 
-from hrms_pipelines.imports import formats, reader, schemas
+from hrms_pipelines.imports import changes, formats, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, add, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -65,8 +65,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
 def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo, staging: str) -> None:
     conn = ctx.conn
     reader.check_columns(info, kind.required, kind.columns, ctx.log.warning)
-    rows = reader.load_file(conn, info, staging, schemas.ORG_MODELS[kind.kind], ctx.rejects, chunk_rows=ctx.options.chunk_rows)
-    ctx.log.info(f"{info.name}: {rows} {kind.kind} rows staged")
+    rows = ctx.load(info, staging, schemas.ORG_MODELS[kind.kind])
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
     record = str(ctx.record_ids[info.name])
@@ -82,9 +81,12 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
         leader = email(info, kind.leader_column)
         if ctx.options.create_users:
             placeholders = conn.execute(f"""
-                INSERT INTO hrms.employees_employee (email, is_placeholder, import_record_id)
-                SELECT DISTINCT {leader}, true, {record} FROM {staging} s WHERE {leader} IS NOT NULL
-                ON CONFLICT (email) DO NOTHING""").rowcount
+                WITH ins AS (
+                    INSERT INTO hrms.employees_employee (email, is_placeholder, import_record_id)
+                    SELECT DISTINCT {leader}, true, {record} FROM {staging} s WHERE {leader} IS NOT NULL
+                    ON CONFLICT (email) DO NOTHING RETURNING id
+                ), captured AS ({changes.capture_inserted("employees_employee", record)})
+                SELECT count(*) FROM ins""").fetchone()[0]
             if placeholders:
                 ctx.log.info(f"{info.name}: created {placeholders} placeholder user(s) for unknown leaders (create_users)")
         else:

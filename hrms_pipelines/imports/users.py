@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from hrms_pipelines.imports import formats, reader, schemas
+from hrms_pipelines import privacy
+from hrms_pipelines.imports import changes, formats, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -38,8 +39,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     info = infos[0]
     conn = ctx.conn
     reader.check_columns(info, ("email", "first_name", "last_name"), formats.USERS_COLUMNS, ctx.log.warning)
-    rows = reader.load_file(conn, info, "stg_users", schemas.UsersFile, ctx.rejects, chunk_rows=ctx.options.chunk_rows)
-    ctx.log.info(f"{info.name}: {rows} rows staged")
+    rows = ctx.load(info, "stg_users", schemas.UsersFile)
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
     temp_table(conn, "u", f"""
@@ -109,9 +109,13 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     record = str(ctx.record_ids[f])
     new_cols = ("email",) + COLUMNS
     inserted = conn.execute(f"""
-        INSERT INTO hrms.employees_employee ({', '.join(new_cols)}, import_record_id)
-        SELECT {', '.join('coalesce(status, %s)' if col == 'status' else col for col in new_cols)}, {record}
-        FROM u WHERE existing_id IS NULL ON CONFLICT (email) DO NOTHING""", ["active"]).rowcount
+        WITH ins AS (
+            INSERT INTO hrms.employees_employee ({', '.join(new_cols)}, import_record_id)
+            SELECT {', '.join('coalesce(status, %s)' if col == 'status' else col for col in new_cols)}, {record}
+            FROM u WHERE existing_id IS NULL ON CONFLICT (email) DO NOTHING RETURNING id
+        ), captured AS ({changes.capture_inserted("employees_employee", record)})
+        SELECT count(*) FROM ins""", ["active"]).fetchone()[0]
+    # managers of the rows just inserted (their undo is their removal: no before-image needed)
     conn.execute("""
         UPDATE hrms.employees_employee e SET manager_id = m.id
         FROM u JOIN hrms.employees_employee m ON m.email = u.manager_email
@@ -134,6 +138,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             WHERE NOT u.applies AND {differs}""").fetchone()[0]
         if skipped:
             ctx.log.info(f"{f}: {skipped} existing user(s) differ from the file and were left as they are (force_update is off)")
+            _warn_cycles_left_unwritten(ctx, f)
     totals = zero()
     totals.update(rows_read=rows, inserted=inserted, updated=counts["updated"], skipped=skipped,
                   unchanged=rows - inserted - counts["updated"] - skipped)
@@ -143,6 +148,42 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
         ctx.result.entities["users"]["placeholders completed"] = completed
         ctx.log.info(f"{f}: completed {completed} placeholder user(s) created by the organisation stage")
     ctx.file_result(f).counts = totals
+
+
+def _warn_cycles_left_unwritten(ctx: StageContext, file: str) -> None:
+    """Rows of existing employees are not written without force_update; if their managers in the file
+    would make employees each other's managers, say so (a warning in the run's metadata, users masked):
+    the same file with force_update is rejected for it."""
+    rows = ctx.conn.execute("""
+        WITH RECURSIVE starts AS (
+            SELECT u.email, u.manager_email FROM u JOIN hrms.employees_employee e ON e.id = u.existing_id
+            LEFT JOIN hrms.employees_employee m ON m.id = e.manager_id
+            WHERE NOT u.applies AND u.manager_email IS NOT NULL AND u.manager_email IS DISTINCT FROM m.email
+        ), edges AS (
+            SELECT email, manager_email AS manager FROM u WHERE manager_email IS NOT NULL AND EXISTS (SELECT FROM starts)
+            UNION ALL
+            SELECT e.email, m.email FROM hrms.employees_employee e JOIN hrms.employees_employee m ON m.id = e.manager_id
+            WHERE EXISTS (SELECT FROM starts)
+              AND NOT EXISTS (SELECT FROM u WHERE u.email = e.email AND u.manager_email IS NOT NULL)
+        ), walk (start, current, path) AS (
+            SELECT s.email, s.manager_email, ARRAY[s.email] FROM starts s
+            UNION ALL
+            SELECT w.start, e.manager, w.path || w.current FROM walk w JOIN edges e ON e.email = w.current
+            WHERE NOT w.current = ANY (w.path)
+        )
+        SELECT w.path || w.start, array_agg(u.row_number + 1 ORDER BY u.row_number)
+        FROM walk w JOIN u ON u.email = ANY (w.path) WHERE w.current = w.start
+        GROUP BY w.path, w.start ORDER BY 2 LIMIT 20""").fetchall()
+    seen = set()
+    for path, row_numbers in rows:
+        cycle = frozenset(path)
+        if cycle in seen:
+            continue
+        seen.add(cycle)
+        shown = " -> ".join(str(privacy.mask_cell("email", e)) for e in path)
+        ctx.warn(f"{file}: its managers would make existing employees each other's managers (a management cycle: {shown}; "
+                 f"rows {', '.join(map(str, row_numbers))}). Those rows were not written (force_update is off); "
+                 "with force_update the file is rejected for it. Fix manager_email in those rows.")
 
 
 STAGE = Stage(NAME, TABLES, files, record_options, apply)

@@ -1,0 +1,74 @@
+"""Progress of a long stage: a log line every few seconds while a file is read and validated (rows
+done, rows/s, an ETA from the file's size), and the seconds of each phase for the metadata."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pandas as pd
+
+from hrms_pipelines import settings
+
+EVERY_SECONDS = 5.0
+SAMPLE_BYTES = 1 << 16
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def estimate_rows(path, size: int) -> int | None:
+    """About how many data rows a file of `size` bytes holds, from the line lengths of its start."""
+    try:
+        with settings.open_regular_file(path.parent, path.name, "import file") as handle:
+            sample = handle.read(SAMPLE_BYTES)
+    except (OSError, settings.UnsafeName):
+        return None
+    lines = sample.count(b"\n")
+    if lines < 2:
+        return None
+    header = sample.index(b"\n") + 1
+    per_row = (len(sample[:sample.rindex(b"\n") + 1]) - header) / (lines - 1)
+    return max(1, round((size - header) / per_row)) if per_row > 0 else None
+
+
+class Progress:
+    """`advance(rows)` after each chunk; logs at most every `every` seconds."""
+
+    def __init__(self, log: Callable[[str], None], what: str, total: int | None, every: float = EVERY_SECONDS):
+        self.log, self.what, self.total, self.every = log, what, total, every
+        self.started = self.last = time.monotonic()
+        self.done = 0
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        if self.total and rate > 0:
+            left = max(self.total - self.done, 0)
+            tail = f", about {left:,} rows and {duration(left / rate)} left (ETA, from the file's size)"
+        else:
+            tail = ""
+        return f"{self.what}: {self.done:,} rows read and validated, {rate:,.0f} rows/s{tail}"
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.log(self.line())
+
+
+def ticking(progress: Progress, prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None):
+    """A `prepare` hook for reader.load_file that also counts the chunks' rows."""
+    def hook(chunk: pd.DataFrame) -> pd.DataFrame:
+        progress.advance(len(chunk))
+        return prepare(chunk) if prepare is not None else chunk
+    return hook
