@@ -103,6 +103,12 @@ def before_rows_sql(table: str) -> str:
     return f"(SELECT (b.before::hrms.{name}).* FROM _cc_before b WHERE b.table_name = '{name}')"
 
 
+def as_text(row: str) -> str:
+    """SQL for a row (an alias or a row-typed expression) as a JSON object of its values' text forms,
+    exactly as PostgreSQL prints them (5000.00 stays 5000.00): for previews and refusals."""
+    return f"(SELECT jsonb_object_agg(k, v #>> '{{}}') FROM jsonb_each(to_jsonb({row})) AS e(k, v))"
+
+
 def analyze(conn: psycopg.Connection) -> None:
     """Statistics of the touched keys, so the planner sizes the scoped validations by the change."""
     conn.execute("ANALYZE _cc_inserted")

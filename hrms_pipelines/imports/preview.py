@@ -71,7 +71,7 @@ def build(conn: psycopg.Connection) -> list[TablePreview]:
             p.insert_rows = privacy.mask_rows(p.insert_headers, [[r[i] for i in shown] for r in cur.fetchall()], table)
         if p.updated:
             rows = conn.execute(f"""
-                SELECT to_jsonb(b.before::hrms.{table}), to_jsonb(t) FROM _cc_before b JOIN hrms.{table} t ON t.id = b.id
+                SELECT {changes.as_text(f'b.before::hrms.{table}')}, {changes.as_text('t')} FROM _cc_before b JOIN hrms.{table} t ON t.id = b.id
                 WHERE b.table_name = %s AND NOT EXISTS (SELECT FROM _cc_inserted i WHERE i.table_name = b.table_name AND i.id = b.id)
                 ORDER BY b.id LIMIT {SHOWN_UPDATES}""", [table]).fetchall()
             for before, after in rows:

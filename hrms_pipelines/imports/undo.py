@@ -109,16 +109,19 @@ def _load(conn: psycopg.Connection, record_ids: list[int]) -> None:
 
 
 def _later_changes(conn: psycopg.Connection, run_id: str) -> list[str]:
-    """Rows of this run that a later, not undone, import of another run updated: grouped by that run."""
+    """Rows of this run that a later, not undone, import of another run updated: grouped by that run.
+    "Later" is by import record id: a stage takes its record ids under the imports lock it holds
+    until it commits, so their order is the order in which stages' changes landed."""
     rows = conn.execute("""
         WITH mine AS (
-            SELECT table_name, row_id, min(entry_id) AS entry_id FROM (
-                SELECT table_name, row_id, entry_id FROM _undo_ins UNION ALL
-                SELECT table_name, row_id, entry_id FROM _undo_upd) x GROUP BY 1, 2
+            SELECT table_name, row_id, min(record_id) AS record_id FROM (
+                SELECT table_name, row_id, record_id FROM _undo_ins UNION ALL
+                SELECT table_name, row_id, record_id FROM _undo_upd) x GROUP BY 1, 2
         )
         SELECT r.run_id, min(r.id), array_agg(DISTINCT r.stage || ' ' || r.file_name), l.table_name,
                array_agg(DISTINCT l.row_id ORDER BY l.row_id)
-        FROM mine m JOIN hrms.imports_undoupdate l ON l.table_name = m.table_name AND l.row_id = m.row_id AND l.id > m.entry_id
+        FROM mine m JOIN hrms.imports_undoupdate l ON l.table_name = m.table_name AND l.row_id = m.row_id
+             AND l.import_record_id > m.record_id
         JOIN hrms.imports_importrecord r ON r.id = l.import_record_id AND r.outcome = 'succeeded'
         WHERE r.run_id IS DISTINCT FROM %s
         GROUP BY r.run_id, l.table_name ORDER BY 2, 4""", [run_id]).fetchall()
@@ -153,11 +156,12 @@ def _restore(conn: psycopg.Connection, record: RecordUndo, undo_run_id: str | No
                  "(SELECT FROM _undo_ins i WHERE i.table_name = u.table_name AND i.row_id = u.row_id)")
         if preview is not None and len([p for p in preview if p[1] == table]) < SHOWN * 3:
             for now, then in conn.execute(
-                    f"SELECT to_jsonb(t), to_jsonb(u.before::hrms.{table}) FROM _undo_upd u JOIN hrms.{table} t ON t.id = u.row_id "
+                    f"SELECT {changes.as_text('t')}, {changes.as_text(f'u.before::hrms.{table}')} "
+                    f"FROM _undo_upd u JOIN hrms.{table} t ON t.id = u.row_id "
                     f"WHERE {where} ORDER BY u.row_id LIMIT {SHOWN}", {"record": record.record_id, "table": table}).fetchall():
                 for column in columns:
                     if column not in ("updated_at",) and now.get(column) != then.get(column):
-                        preview.append([record.stage, table, "put back", _name(conn, table, now["id"]), column,
+                        preview.append([record.stage, table, "put back", _name(conn, table, int(now["id"])), column,
                                         privacy.mask_cell(column, now.get(column), table), privacy.mask_cell(column, then.get(column), table)])
         count = conn.execute(f"""
             WITH src AS (
