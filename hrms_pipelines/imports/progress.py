@@ -43,8 +43,9 @@ def estimate_rows(path, size: int) -> int | None:
 class Progress:
     """`advance(rows)` after each chunk; logs at most every `every` seconds."""
 
-    def __init__(self, log: Callable[[str], None], what: str, total: int | None, every: float = EVERY_SECONDS):
-        self.log, self.what, self.total, self.every = log, what, total, every
+    def __init__(self, log: Callable[[str], None], what: str, total: int | None, every: float | None = None):
+        self.log, self.what, self.total = log, what, total
+        self.every = EVERY_SECONDS if every is None else every
         self.started = self.last = time.monotonic()
         self.done = 0
 
