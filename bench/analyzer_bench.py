@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     squawk = shutil.which("squawk", path=str(PROJECT / ".venv" / "bin")) or shutil.which("squawk")
     if squawk is None:
-        sys.exit("squawk is not installed: .venv/bin/pip install squawk-cli")
+        sys.exit("squawk is not installed: run `make install` (squawk-cli is in the locked test extra)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "migrations"
         paths = generate(root, args.migrations)

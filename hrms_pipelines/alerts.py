@@ -4,6 +4,11 @@
 Which notifier serves is chosen at load time from the environment:
 HRMS_ALERT_WEBHOOK_URL -> WebhookNotifier (Slack/Teams/Google Chat incoming webhooks take its JSON),
 HRMS_ALERT_SMTP_HOST   -> EmailNotifier, otherwise LogNotifier (the log and the table only).
+
+No payload (log line, hrms.core_alert row, webhook JSON, email) holds a personal or pay value in
+clear: the error is the step's sanitised failure (every op is behind hrms_pipelines.errors'
+boundary), and every text field of the Alert passes through `privacy.scrub_text` once more when it
+is built, a last line of defence for a failure that did not come through the boundary.
 """
 
 import json
@@ -15,6 +20,8 @@ from email.message import EmailMessage
 
 import dagster as dg
 
+from hrms_pipelines import privacy
+from hrms_pipelines.errors import error_boundary, safe_message
 from hrms_pipelines.resources import READER, HrmsDatabase
 
 DAGSTER_URL_ENV = "HRMS_DAGSTER_URL"
@@ -99,6 +106,21 @@ def notifier_from_environment() -> AlertNotifier:
     return LogNotifier()
 
 
+def _failure_of(event: dg.DagsterEvent) -> tuple[str | None, str | None]:
+    """(error class, message) of a step failure: the description of the sanitised dg.Failure the
+    boundary raised (with the original class from its metadata), else the innermost error's message."""
+    data = event.step_failure_data if event.event_type_value == "STEP_FAILURE" else None
+    error = getattr(event.event_specific_data, "error", None)
+    user = data.user_failure_data if data is not None else None
+    while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
+        error = error.cause
+    error_class = error.cls_name if error is not None else None
+    if user is not None and user.description:
+        original = (user.metadata or {}).get("error_class")
+        return (getattr(original, "value", None) or error_class), user.description
+    return error_class, (error.message if error is not None else None)
+
+
 def alert_from_failure(context: dg.RunFailureSensorContext) -> Alert:
     run = context.dagster_run
     step_key = error_class = None
@@ -107,14 +129,12 @@ def alert_from_failure(context: dg.RunFailureSensorContext) -> Alert:
     if step_failures:
         first = step_failures[0]
         step_key = first.step_key
-        error = getattr(first.event_specific_data, "error", None)
-        while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
-            error = error.cause
-        if error is not None:
-            error_class = error.cls_name
-            message = error.message.strip()
+        error_class, error_message = _failure_of(first)
+        if error_message:
+            message = error_message.strip()
     base = os.environ.get(DAGSTER_URL_ENV, "http://127.0.0.1:3000").rstrip("/")
-    return Alert(run.run_id, run.job_name, step_key, error_class, message[:4000], f"{base}/runs/{run.run_id}")
+    return Alert(run.run_id, run.job_name, step_key, error_class, privacy.scrub_text(message)[:4000],
+                 f"{base}/runs/{run.run_id}")
 
 
 def record_alert(hrms_db: HrmsDatabase, alert: Alert, delivered_to: list[str]) -> None:
@@ -136,6 +156,7 @@ def record_alert(hrms_db: HrmsDatabase, alert: Alert, delivered_to: list[str]) -
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
 )
+@error_boundary
 def hrms_run_failure_alerts(
     context: dg.RunFailureSensorContext, hrms_db: HrmsDatabase, alert_notifier: AlertNotifier
 ) -> None:
@@ -146,8 +167,8 @@ def hrms_run_failure_alerts(
         if where := alert_notifier.notify(alert):
             delivered.append(where)
     except Exception as exc:  # noqa: BLE001 - the alert must still be recorded
-        context.log.error(f"could not deliver the alert for run {alert.run_id}: {exc}")
+        context.log.error(f"could not deliver the alert for run {alert.run_id}: {safe_message(exc)}")
     try:
         record_alert(hrms_db, alert, delivered)
     except Exception as exc:  # noqa: BLE001 - the database may be what failed
-        context.log.error(f"could not record the alert for run {alert.run_id} in hrms.core_alert: {exc}")
+        context.log.error(f"could not record the alert for run {alert.run_id} in hrms.core_alert: {safe_message(exc)}")

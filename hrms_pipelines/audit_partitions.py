@@ -31,6 +31,7 @@ from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import MIGRATOR, READER, HrmsDatabase, set_local_timeouts
+from hrms_pipelines.errors import error_boundary
 
 PARENT = "core_auditlog"
 ASSET = "core_auditlog_partitions"
@@ -365,6 +366,7 @@ def core_auditlog_partitions(
 
 @dg.asset_check(asset=ASSET, name=DEFAULT_PARTITION_EMPTY,
                 description="No audit-log row sits in the default partition (every row has its month).")
+@error_boundary
 def audit_log_default_partition_empty(hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
     with hrms_db.connection(READER, autocommit=True) as conn:
         default, months = default_partition_rows(conn)
@@ -384,6 +386,7 @@ def audit_log_default_partition_empty(hrms_db: HrmsDatabase) -> dg.AssetCheckRes
 
 @dg.asset_check(asset=ASSET, name=MONTHS_AHEAD_COVERED,
                 description=f"Partitions exist for the current month and the {DEFAULT_MONTHS_AHEAD} months after it.")
+@error_boundary
 def audit_log_months_ahead_covered(hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
     with hrms_db.connection(READER, autocommit=True) as conn:
         layout = read_layout(conn)

@@ -13,6 +13,7 @@ from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
 from hrms_pipelines.migrations import check_job, sensors as migration_sensors
 from hrms_pipelines import restore as restore_jobs
+from hrms_pipelines.backups import jobs as backup_jobs, schedules as backup_schedules
 from hrms_pipelines import audit_partitions
 from hrms_pipelines.seeding import assets as seed_assets, checks as seed_checks, jobs as seed_jobs
 from hrms_pipelines.resources import HrmsDatabase
@@ -45,6 +46,8 @@ defs = dg.Definitions(
         migration_jobs.revert_migrations,
         check_job.check_migrations,
         restore_jobs.restore_backup,
+        backup_jobs.prune_backups,
+        backup_jobs.backup_snapshot,
         import_jobs.hrms_import,
         import_jobs.hrms_import_dry_run,
         import_jobs.validate_hr_data,
@@ -59,6 +62,8 @@ defs = dg.Definitions(
         audit_partitions.audit_log_partitions_daily,
         import_schedules.hrms_import_nightly,
         import_schedules.validate_hr_data_weekly,
+        backup_schedules.prune_backups_daily,
+        backup_schedules.backup_snapshot_weekly,
     ],
     sensors=[
         migration_sensors.migration_files_sensor,

@@ -8,6 +8,6 @@ from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 from hrms_pipelines import settings
 
 
-@dg.io_manager(description="Op outputs of a run, pickled under the deployment's HRMS_HOME/io (0700); no config.")
+@dg.io_manager(config_schema={}, description="Op outputs of a run, pickled under the deployment's HRMS_HOME/io (0700); no config.")
 def hrms_io_manager(_context: dg.InitResourceContext) -> PickledObjectFilesystemIOManager:
     return PickledObjectFilesystemIOManager(base_dir=str(settings.private_dir(settings.io_dir())))

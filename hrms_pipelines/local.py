@@ -5,6 +5,10 @@ What `make demo`, `make dev` and the README's commands go through. For whatever 
 - DAGSTER_PG_URL: a separate `dagster` database on the same server (Dagster's runs and event logs)
 - DAGSTER_HOME: .hrms/dagster_home, holding a link to the project's dagster.yaml
 - HRMS_IMPORT_CREATE_USERS=true when HRMS_IMPORT_DIR is unset (the bundled sample needs it)
+Everything it starts runs with umask 077 (PRIVATE_UMASK): whatever Dagster, PostgreSQL or a library
+writes (compute logs, IO-manager outputs, reject files, backups, the log file) is readable by this
+user only. A deployment sets the same on its service (systemd `UMask=0077`, `umask 077` in an
+entrypoint script).
 The embedded server stops when the command ends (Ctrl-C included), unless another process uses it.
 """
 
@@ -17,6 +21,8 @@ import subprocess
 import sys
 
 from hrms_pipelines import settings
+
+PRIVATE_UMASK = 0o077
 
 
 def prepare_environment(env: dict[str, str]) -> dict[str, str]:
@@ -45,6 +51,7 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def run(command: list[str]) -> int:
+    os.umask(PRIVATE_UMASK)  # inherited by the command and everything it starts
     env = prepare_environment(dict(os.environ))
     # Ctrl-C reaches the child (same process group) and the child decides how to stop; this
     # process waits for it, then releases the embedded server. (A Python handler, not SIG_IGN:

@@ -21,7 +21,7 @@ import dagster as dg
 import psycopg
 import sqlalchemy as sa
 
-from hrms_pipelines import roles
+from hrms_pipelines import locks, roles
 from hrms_pipelines.roles import IMPORTER, MIGRATOR, READER, RESTORER, Duty
 
 __all__ = ["HrmsDatabase", "PinnedDatabase", "Duty", "MIGRATOR", "IMPORTER", "RESTORER", "READER",
@@ -143,11 +143,12 @@ class HrmsDatabase(dg.ConfigurableResource):
         lock_timeout: str | int | None = None,
         statement_timeout: str | int | None = None,
         force_rollback: bool = False,
+        lock: locks.TransactionLock | None = None,
     ) -> Iterator[psycopg.Connection]:
         """One transaction as `duty`'s role on a connection of the pool; see `local_transaction`."""
         with self.connection(duty) as conn:
             with local_transaction(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                                   force_rollback=force_rollback):
+                                   force_rollback=force_rollback, lock=lock):
                 yield conn
 
 
@@ -168,10 +169,13 @@ def local_transaction(
     lock_timeout: str | int | None = None,
     statement_timeout: str | int | None = None,
     force_rollback: bool = False,
+    lock: locks.TransactionLock | None = None,
 ) -> Iterator[psycopg.Connection]:
     """A transaction on `conn` that commits when the block ends (unless `force_rollback`) and rolls
-    back when it raises. Timeouts are `SET LOCAL`: they end with the transaction."""
-    with conn.transaction(force_rollback=force_rollback):
+    back when it raises. Timeouts are `SET LOCAL`: they end with the transaction. With `lock`, the
+    transaction takes that advisory lock as its first statement, waiting for it as the lock says."""
+    begin = lock.transaction(conn, force_rollback=force_rollback) if lock else conn.transaction(force_rollback=force_rollback)
+    with begin:
         set_local_timeouts(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
         yield conn
 

@@ -6,8 +6,12 @@ verify_backup_files -> restore_tables
       verify_backup_files:
         config: {backup_id: 20260301T020000Z-1a2b3c4d, dry_run: true}
 
-The first op checks the manifest and every file's sha256 (a tampered, partial or unknown backup
-fails here, naming the file, and nothing is touched); the second restores (see hrms_pipelines.backups).
+The first op settles what killed restores left (a pre-restore backup of a restore that never
+committed is removed), then checks the backup: the root and folder owned by the service and private,
+the manifest's signature, every file's size and sha256, and that the configured identity decrypts
+every file. An unsigned, foreign, tampered, partial or unknown backup, or a wrong or missing key,
+fails here, naming why, and nothing is touched. The second op restores as the restorer role (see
+hrms_pipelines.backups.restore).
 """
 
 from dataclasses import dataclass
@@ -16,7 +20,8 @@ import dagster as dg
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, settings
-from hrms_pipelines.resources import RESTORER, HrmsDatabase
+from hrms_pipelines.resources import READER, RESTORER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 
 class RestoreBackupConfig(dg.Config):
@@ -39,12 +44,17 @@ class VerifiedBackup:
     backup_id: str
 
 
-@dg.op(description="Load the backup's manifest and check every file's size and sha256; refuse tampered, partial or unknown backups.")
-def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupConfig) -> VerifiedBackup:
+@dg.op(description="Check the backup's signature, every file's size and sha256 and the decryption key; refuse "
+                   "unsigned, foreign, tampered, partial or unknown backups.")
+@error_boundary
+def verify_backup_files(context: dg.OpExecutionContext, config: RestoreBackupConfig, hrms_db: HrmsDatabase) -> VerifiedBackup:
     settings_ = config.model_dump()
     try:
+        with hrms_db.connection(READER) as conn:
+            backups.settle_pending(conn, log=context.log.info)
         manifest = backups.load_manifest(config.backup_id)
         backups.verify_backup(manifest)
+        backups.check_keys(manifest)
     except backups.BackupError as exc:
         raise dg.Failure(str(exc)) from exc
     context.log.info(
@@ -86,8 +96,8 @@ def restore_tables(context: dg.OpExecutionContext, verified: VerifiedBackup, hrm
 
 
 @dg.job(
-    description="Restore a backup's tables exactly, after checking its checksums, in one transaction; "
-    "the current state is backed up first.",
+    description="Restore a backup's tables exactly, after checking its signature, checksums and key, in one "
+    "transaction; the current state is backed up first.",
     tags={"hrms/kind": "restore"},
 )
 def restore_backup() -> None:

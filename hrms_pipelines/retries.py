@@ -5,6 +5,10 @@ migration is one transaction, a seed inserts what is missing, a backfill resumes
 checkpoint), so re-running it after a transient failure cannot apply anything twice. What is
 transient: a lost connection, a serialization failure, a deadlock, a lock timeout, a server
 shutting down or starting. Anything else (bad data, a constraint, a syntax error) fails at once.
+
+`transient_retries` is also the error boundary (hrms_pipelines.errors): the retry decision is made
+on the raw error, then nothing of it but a sanitised message leaves the step, whether as the cause
+of the RetryRequested or as the dg.Failure that ends it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from contextlib import contextmanager
 
 import dagster as dg
 import psycopg
+
+from hrms_pipelines import errors
 
 MAX_RETRIES = 3
 BASE_DELAY_SECONDS = 2.0
@@ -72,19 +78,22 @@ def backoff_seconds(retry_number: int) -> float:
 
 @contextmanager
 def retry_transient_errors(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> Iterator[None]:
-    """Turn a transient database error into a Dagster retry of the step, with backoff."""
+    """Turn a transient database error into a Dagster retry of the step, with backoff. The retry's
+    cause and the warning carry the error's sanitised message only."""
     try:
         yield
     except Exception as exc:
         if is_transient(exc) and context.retry_number < MAX_RETRIES:
             wait = backoff_seconds(context.retry_number)
-            context.log.warning(f"transient database error, retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:.0f}s: {exc}")
-            raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
+            reason = errors.safe_message(exc)
+            context.log.warning(f"transient database error, retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:.0f}s: {reason}")
+            raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from errors.SanitisedError(reason)
         raise
 
 
 def transient_retries(fn: Callable) -> Callable:
-    """Decorator for an op's or asset's function (placed under @dg.op / @dg.asset)."""
+    """Decorator for an op's or asset's function (placed under @dg.op / @dg.asset): transient
+    database errors retried, and the whole behind the error boundary."""
     signature = inspect.signature(fn)
 
     def context_of(args, kwargs):
@@ -96,10 +105,10 @@ def transient_retries(fn: Callable) -> Callable:
         def generator_wrapper(*args, **kwargs):
             with retry_transient_errors(context_of(args, kwargs)):
                 yield from fn(*args, **kwargs)
-        return generator_wrapper
+        return errors.error_boundary(generator_wrapper)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with retry_transient_errors(context_of(args, kwargs)):
             return fn(*args, **kwargs)
-    return wrapper
+    return errors.error_boundary(wrapper)

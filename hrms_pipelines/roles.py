@@ -177,45 +177,43 @@ def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None
     statements.append(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(MIGRATOR.role)))
     statements.append(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
         db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty if d is not MIGRATOR)))
+    statements.append(sql.SQL(_FIX_EXISTING))  # type: ignore[arg-type]  # code, not input
     return statements
 
 
-def _revoke_memberships(conn: psycopg.Connection) -> None:
-    """A duty's role holds no other role (older versions granted the import role to the migrating user;
-    that direction is harmless, the other is not)."""
-    rows = conn.execute(
-        "SELECT g.rolname, m.rolname FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid "
-        "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = ANY (%s)", [list(ALL_ROLES)]).fetchall()
-    for granted, member in rows:
-        conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(granted), sql.Identifier(member)))
-
-
-def _transfer_ownership(conn: psycopg.Connection) -> int:
-    """Objects of the HR and ledger schemas owned by anyone but the migrator become the migrator's
-    (an existing deployment whose migrations ran as the superuser). Returns how many changed."""
-    migrator = sql.Identifier(MIGRATOR.role)
-    changed = 0
-    schemas = [settings.HR_SCHEMA, settings.META_SCHEMA]
-    for (schema,) in conn.execute(
-            "SELECT nspname FROM pg_namespace n WHERE nspname = ANY (%s) AND nspowner <> %s::regrole",
-            [schemas, MIGRATOR.role]).fetchall():
-        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), migrator))
-        changed += 1
-    kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
-    for schema, name, kind in conn.execute(
-            """SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = ANY (%s) AND c.relowner <> %s::regrole AND c.relkind IN ('r','p','v','m','S','f')
-                 AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a','i')))
-               ORDER BY c.relkind = 'S', 1, 2""",
-            [schemas, MIGRATOR.role]).fetchall():
-        conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[kind]), sql.Identifier(schema, name), migrator))
-        changed += 1
-    for signature in conn.execute(
-            """SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-               WHERE n.nspname = ANY (%s) AND p.proowner <> %s::regrole""", [schemas, MIGRATOR.role]).fetchall():
-        conn.execute(sql.SQL("ALTER ROUTINE {} OWNER TO {}").format(sql.SQL(signature[0]), migrator))
-        changed += 1
-    return changed
+# Older versions granted the import role to the migrating user (harmless) — a duty's own role must
+# hold no other role; and an existing deployment whose migrations ran as a superuser hands its
+# schemas to the migrator. Plain SQL, so an administrator can run exactly what bootstrap runs.
+_FIX_EXISTING = """
+DO $fix$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT g.rolname AS granted, m.rolname AS member FROM pg_auth_members am
+             JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
+             WHERE m.rolname IN ('hrms_migrator', 'hrms_importer', 'hrms_restorer', 'hrms_reader') LOOP
+        EXECUTE format('REVOKE %I FROM %I', r.granted, r.member);
+    END LOOP;
+    FOR r IN SELECT nspname FROM pg_namespace WHERE nspname IN ('hrms', 'hrms_meta')
+             AND nspowner <> 'hrms_migrator'::regrole LOOP
+        EXECUTE format('ALTER SCHEMA %I OWNER TO hrms_migrator', r.nspname);
+    END LOOP;
+    FOR r IN SELECT n.nspname, c.relname,
+                    CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                                   WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('hrms', 'hrms_meta') AND c.relowner <> 'hrms_migrator'::regrole
+               AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+             ORDER BY c.relkind = 'S', 1, 2 LOOP
+        EXECUTE format('ALTER %s %I.%I OWNER TO hrms_migrator', r.kind, r.nspname, r.relname);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS routine FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname IN ('hrms', 'hrms_meta') AND p.proowner <> 'hrms_migrator'::regrole LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO hrms_migrator', r.routine);
+    END LOOP;
+END
+$fix$"""
 
 
 def bootstrap(admin: psycopg.Connection, database: str, passwords: dict[Duty, str] | None = None) -> None:
@@ -231,8 +229,6 @@ def bootstrap(admin: psycopg.Connection, database: str, passwords: dict[Duty, st
                 admin.execute("SELECT pg_advisory_xact_lock(hashtext('hrms_pipelines.roles.bootstrap'))")
                 for statement in bootstrap_statements(database, passwords):
                     admin.execute(statement)
-                _revoke_memberships(admin)
-                _transfer_ownership(admin)
             return
         except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.InternalError):
             if attempt == 4:

@@ -44,6 +44,7 @@ KEYS_DIR_ENV = "HRMS_KEYS_DIR"
 ENVIRONMENT_ENV = "HRMS_ENV"
 IMPORT_CREATE_USERS_ENV = "HRMS_IMPORT_CREATE_USERS"
 AUDIT_DETACH_AFTER_MONTHS_ENV = "HRMS_AUDIT_DETACH_AFTER_MONTHS"
+IMPORT_LOCK_WAIT_ENV = "HRMS_IMPORT_LOCK_WAIT"
 
 # The PostgreSQL schema that holds every HR table, and the one that holds the migration ledger.
 HR_SCHEMA = "hrms"
@@ -102,6 +103,18 @@ def audit_detach_after_months() -> int:
     if not raw.isdigit():
         raise ValueError(f"{AUDIT_DETACH_AFTER_MONTHS_ENV}={raw!r}: expected a whole number of months (0 = off)")
     return int(raw)
+
+
+DEFAULT_IMPORT_LOCK_WAIT = "5min"
+
+
+def import_lock_wait():
+    """How long an import stage, an import dry run or a seed waits for another one to finish (the
+    `imports` / `seeds` advisory lock) before it fails: e.g. 0, 30s, 5min. Runs launched through
+    Dagster's queue never meet one (the hrms_writer pool); `dagster job execute` runs can."""
+    from hrms_pipelines.locks import LockWait
+
+    return LockWait((os.environ.get(IMPORT_LOCK_WAIT_ENV) or DEFAULT_IMPORT_LOCK_WAIT).strip(), IMPORT_LOCK_WAIT_ENV)
 
 
 # Every op or asset that writes to the HR database is in this Dagster concurrency pool; dagster.yaml
@@ -186,10 +199,20 @@ def private_dir(path: Path) -> Path:
 
 def create_private_file(path: Path, *, append: bool = False) -> BinaryIO:
     """A file only this user can read (0600), never through a symlink; created when missing."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_APPEND if append else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink planted where the file goes
+            raise PermissionError(f"{path} is a symbolic link; it is never followed") from None
+        if exc.errno == 6:  # ENXIO: a FIFO nobody reads (O_NONBLOCK: we never wait for one)
+            raise PermissionError(f"{path} is a named pipe (FIFO), not a regular file") from None
+        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise PermissionError(f"{path} is not a regular file")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    if not append:
+        os.ftruncate(fd, 0)
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, "ab" if append else "wb")

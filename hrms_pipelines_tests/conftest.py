@@ -18,9 +18,13 @@ from psycopg import sql
 
 from hrms_pipelines import embedded, resources, roles, settings
 from hrms_pipelines.migrations import files, runner
+from hrms_pipelines.migrations.trace.cluster import TRACE_PGDATA_ENV
 from hrms_pipelines.resources import PinnedDatabase
 
 TEST_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-pgdata"
+# Trace mode's private scratch cluster, shared by every test and every process a test starts (its
+# schema templates are reused); the variable is the deployment's HRMS_TRACE_PGDATA.
+TRACE_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-trace-pgdata"
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +39,7 @@ def deployment_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str
         monkeypatch.setenv(env, str(dirs[key]))
     for duty in roles.Duty:
         monkeypatch.delenv(duty.url_env, raising=False)
+    monkeypatch.setenv(TRACE_PGDATA_ENV, str(TRACE_PGDATA))
     return dirs
 
 
@@ -155,3 +160,15 @@ def subprocess_env(database_url: str, cli_base_env: dict[str, str]) -> dict[str,
 @pytest.fixture
 def project_root() -> Path:
     return settings.PROJECT_ROOT
+
+
+SECOND_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-second-pgdata"
+
+
+@pytest.fixture(scope="session")
+def second_server():
+    """A second embedded PostgreSQL (hrms_pipelines_tests.servers): a user's own database server, and
+    one a test may crash and restart."""
+    from hrms_pipelines_tests.servers import SecondServer
+
+    return SecondServer(SECOND_PGDATA)

@@ -165,7 +165,8 @@ def test_cli_standalone_scripts(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "require-lock-timeout" in result.stdout and "hotfix.sql:1:1" in result.stdout
-    script.write_text("SET lock_timeout = '10s';\nSET statement_timeout = '30s';\nALTER TABLE hrms.org_team ADD COLUMN note text;\n")
+    script.write_text("SET lock_timeout = '10s';\nSET statement_timeout = '30s';\n"
+                      "ALTER TABLE hrms.org_team ADD COLUMN IF NOT EXISTS note text;\n")
     result = subprocess.run([sys.executable, "-m", "hrms_pipelines.migrations.check", "--strict", str(script)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

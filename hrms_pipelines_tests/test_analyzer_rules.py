@@ -10,7 +10,7 @@ from hrms_pipelines.migrations.check import engine
 from hrms_pipelines.migrations.check.rules import FILE_LEVEL
 
 SIZES = TableSizes.load()
-EXAMPLES = [r for r in RULES.values() if r.bad and r.id not in FILE_LEVEL]
+EXAMPLES = [r for r in RULES.values() if r.bad and r.id not in FILE_LEVEL and not r.found_by_trace]
 
 
 def rules_of(findings, *, active_only=True):
@@ -136,7 +136,8 @@ def test_not_valid_then_validate():
     same_transaction = analyze_sql(add + validate, sizes=SIZES)
     assert [(f.rule, f.line) for f in same_transaction] == [("constraint-missing-not-valid", 2)]
     separate = analyze_sql("-- hrms:non-transactional\n" + add + validate, sizes=SIZES)
-    assert separate == []
+    # (outside a transaction a re-run would meet the constraint added already: prefer-robust-stmts says so)
+    assert set(rules_of(separate)) == {"prefer-robust-stmts"}
     fk = "ALTER TABLE hrms.org_team ADD CONSTRAINT f FOREIGN KEY (tribe_id) REFERENCES hrms.payroll_payslip (id);"
     assert [(f.rule, f.severity) for f in analyze_sql(fk, sizes=SIZES)] == [("constraint-missing-not-valid", Severity.DANGER)]
 
@@ -149,9 +150,9 @@ def test_set_not_null_needs_a_validated_check():
         "ALTER TABLE hrms.employees_employee ADD CONSTRAINT s_nn CHECK (status IS NOT NULL) NOT VALID;\n"
         "ALTER TABLE hrms.employees_employee VALIDATE CONSTRAINT s_nn;\n" + set_nn
     )
-    assert analyze_sql(three_steps, sizes=SIZES) == []
+    assert set(rules_of(analyze_sql(three_steps, sizes=SIZES))) == {"prefer-robust-stmts"}
     other_column = three_steps.replace(set_nn, set_nn.replace("status", "email"))
-    assert rules_of(analyze_sql(other_column, sizes=SIZES)) == ["adding-not-nullable-field"]
+    assert set(rules_of(analyze_sql(other_column, sizes=SIZES))) == {"adding-not-nullable-field", "prefer-robust-stmts"}
     # a check validated by an earlier migration counts (the catalog carries it)
     catalog = engine.Catalog()
     analyze_sql("ALTER TABLE hrms.employees_employee ADD CONSTRAINT s_nn CHECK (status IS NOT NULL);", sizes=SIZES, catalog=catalog)
@@ -179,7 +180,7 @@ def test_partitioned_table_index_gets_the_on_only_pattern():
 
 
 def test_timeouts_runner_versus_standalone():
-    ddl = "ALTER TABLE hrms.org_team ADD COLUMN note text;\n"
+    ddl = "ALTER TABLE hrms.org_team ADD COLUMN IF NOT EXISTS note text;\n"  # robust: a script may be re-run
     assert analyze_sql(ddl, sizes=SIZES) == []  # the runner sets both timeouts
     standalone = analyze_sql(ddl, mode=engine.STANDALONE, sizes=SIZES)
     assert rules_of(standalone) == ["require-lock-timeout", "require-statement-timeout"]

@@ -71,6 +71,28 @@ CORPUS = {
     "comment": "COMMENT ON TABLE org_team IS 'teams';",
     "dml": "INSERT INTO org_team (code, name) VALUES ('a', 'A');\nUPDATE org_team SET name = 'B' WHERE code = 'a';",
     "multi_action": "ALTER TABLE payroll_payslip ADD COLUMN a text NOT NULL, DROP COLUMN status, ALTER COLUMN net_pay TYPE numeric;",
+    # squawk's lock-safety rules added with trace mode (issue 13)
+    "reindex_index": "REINDEX INDEX payroll_payslip_period_idx;",
+    "reindex_table": "REINDEX TABLE payroll_payslip;",
+    "reindex_schema": "REINDEX SCHEMA hrms;",
+    "reindex_database": "REINDEX DATABASE hrms;",
+    "reindex_system": "REINDEX SYSTEM hrms;",
+    "detach": "ALTER TABLE core_auditlog DETACH PARTITION core_auditlog_default;",
+    "detach_finalize": "ALTER TABLE core_auditlog DETACH PARTITION core_auditlog_default FINALIZE;",
+    "alter_domain": "ALTER DOMAIN positive_amount ADD CONSTRAINT positive CHECK (VALUE > 0);",
+    "alter_domain_not_valid": "ALTER DOMAIN positive_amount ADD CONSTRAINT positive CHECK (VALUE > 0) NOT VALID;",
+    "alter_domain_not_null": "ALTER DOMAIN positive_amount ADD NOT NULL;",
+    "alter_domain_set_not_null": "ALTER DOMAIN positive_amount SET NOT NULL;",
+    "alter_domain_validate": "ALTER DOMAIN positive_amount VALIDATE CONSTRAINT positive;",
+    "create_domain_check": "CREATE DOMAIN positive_amount AS numeric CHECK (VALUE > 0);",
+    "create_domain_named": "CREATE DOMAIN positive_amount AS numeric CONSTRAINT positive CHECK (VALUE > 0);",
+    "create_domain_not_null": "CREATE DOMAIN amount AS numeric NOT NULL;",
+    "create_domain_default": "CREATE DOMAIN amount AS numeric DEFAULT 0;",
+    "create_domain_plain": "CREATE DOMAIN amount AS numeric;",
+    "truncate_cascade": "TRUNCATE payroll_payslip CASCADE;",
+    "truncate_cascade_only": "TRUNCATE TABLE ONLY payroll_payslip, payroll_payslipline CASCADE;",
+    "truncate_restrict": "TRUNCATE payroll_payslip RESTRICT;",
+    "robust_in_transaction": "CREATE TABLE scratch (id bigint);\nDROP INDEX payroll_payslip_period_idx;",
 }
 
 # Deliberate differences: (file, rule, line) that only one side reports, and why.
@@ -80,6 +102,9 @@ ONLY_SQUAWK = {
     # an index built under an ACCESS EXCLUSIVE lock.
     ("unique", "constraint-missing-not-valid", 1),
     ("primary_key", "constraint-missing-not-valid", 1),
+    # DEFAULT and NULL in CREATE DOMAIN are no constraint to validate: nothing about them is hard to
+    # change later. squawk counts every clause of the domain.
+    ("create_domain_default", "ban-create-domain-with-constraint", 1),
 }
 ONLY_OURS = {
     # DROP INDEX CONCURRENTLY inside the runner's transaction fails just like CREATE INDEX
@@ -118,6 +143,9 @@ def test_same_findings_as_squawk_on_shared_rules(tmp_path):
     assert theirs - ours == ONLY_SQUAWK, sorted(theirs - ours)
     assert ours - theirs == ONLY_OURS, sorted(ours - theirs)
     assert len(theirs & ours) >= 25  # the corpus really exercises the shared rules
+    new_rules = {"require-concurrent-reindex", "require-concurrent-partition-detach", "ban-truncate-cascade",
+                 "ban-alter-domain-with-add-constraint", "ban-create-domain-with-constraint"}
+    assert new_rules <= {rule for _, rule, _ in theirs & ours}
 
 
 def test_timeout_rules_match_squawk_on_standalone_scripts(tmp_path):
@@ -149,3 +177,69 @@ def test_where_the_analyzer_is_more_precise_than_squawk(tmp_path):
     (tmp_path / "lower.sql").write_text("ALTER TABLE payroll_payslip ADD COLUMN code text DEFAULT lower('X');\n")
     assert ("lower", "adding-field-with-default", 1) in squawk_findings(tmp_path)
     assert our_findings(tmp_path, TableSizes.load()) == set()
+
+
+# Files that run outside a transaction: a `-- hrms:non-transactional` migration here, squawk without
+# --assume-in-transaction. prefer-robust-stmts lives here, and CONCURRENTLY is allowed.
+OUTSIDE_TRANSACTION = {
+    "add_column": "ALTER TABLE org_team ADD COLUMN note text;",
+    "add_column_if_not_exists": "ALTER TABLE org_team ADD COLUMN IF NOT EXISTS note text;",
+    "drop_column": "ALTER TABLE org_team DROP COLUMN IF EXISTS note;\nALTER TABLE org_team DROP COLUMN name;",
+    "add_constraint": "ALTER TABLE org_team ADD CONSTRAINT code_len CHECK (length(code) < 50) NOT VALID;",
+    "validate_after_add": (
+        "ALTER TABLE org_team ADD CONSTRAINT code_len CHECK (length(code) < 50) NOT VALID;\n"
+        "ALTER TABLE org_team VALIDATE CONSTRAINT code_len;"
+    ),
+    "drop_then_add": (
+        "ALTER TABLE org_team DROP CONSTRAINT IF EXISTS code_len;\n"
+        "ALTER TABLE org_team ADD CONSTRAINT code_len CHECK (length(code) < 50) NOT VALID;\n"
+        "ALTER TABLE org_team VALIDATE CONSTRAINT code_len;"
+    ),
+    "add_twice_after_drop": (
+        "ALTER TABLE org_team DROP CONSTRAINT IF EXISTS code_len;\n"
+        "ALTER TABLE org_team ADD CONSTRAINT code_len CHECK (length(code) < 50) NOT VALID;\n"
+        "ALTER TABLE org_team ADD CONSTRAINT code_len CHECK (length(code) < 50) NOT VALID;"
+    ),
+    "drop_constraint": "ALTER TABLE org_team DROP CONSTRAINT org_team_code_key;",
+    "set_default": "ALTER TABLE org_team ALTER COLUMN name SET DEFAULT 'x';",
+    "rename_column": "ALTER TABLE org_team RENAME COLUMN name TO title;",
+    "set_schema": "ALTER TABLE org_team SET SCHEMA archive;",
+    "alter_index": "ALTER INDEX org_team_code_key RENAME TO org_team_code_uniq;",
+    "cic": "CREATE INDEX CONCURRENTLY org_team_name_idx ON org_team (name);",
+    "cic_robust": "CREATE INDEX CONCURRENTLY IF NOT EXISTS org_team_name_idx ON org_team (name);",
+    "cic_unnamed": "CREATE INDEX CONCURRENTLY ON org_team (name);",
+    "plain_index": "CREATE INDEX IF NOT EXISTS org_team_name_idx ON org_team (name);",
+    "create_table": "CREATE TABLE scratch (id bigint);",
+    "create_table_robust": "CREATE TABLE IF NOT EXISTS scratch (id bigint);",
+    "create_temp_on_commit_drop": "CREATE TEMP TABLE scratch (id bigint) ON COMMIT DROP;",
+    "drops": "DROP INDEX CONCURRENTLY payroll_payslip_period_idx;\nDROP TYPE leave_kind;",
+    "drops_robust": "DROP INDEX CONCURRENTLY IF EXISTS payroll_payslip_period_idx;\nDROP TYPE IF EXISTS leave_kind;",
+    "in_a_block": "BEGIN;\nALTER TABLE org_team ADD COLUMN note text;\nCOMMIT;\nALTER TABLE org_team ADD COLUMN more text;",
+    "reindex_concurrently": "REINDEX INDEX CONCURRENTLY payroll_payslip_period_idx;\nREINDEX (CONCURRENTLY) TABLE org_team;",
+    "detach_concurrently": "ALTER TABLE core_auditlog DETACH PARTITION core_auditlog_default CONCURRENTLY;",
+}
+# REINDEX (CONCURRENTLY false) is squawk's "concurrently": it only looks for the option's name.
+ONLY_OURS_OUTSIDE = {("reindex_concurrently_false", "require-concurrent-reindex", 1)}
+
+
+def test_same_findings_as_squawk_outside_a_transaction(tmp_path):
+    from hrms_pipelines.migrations.check import engine
+
+    corpus = {**OUTSIDE_TRANSACTION, "reindex_concurrently_false": "REINDEX (CONCURRENTLY false) TABLE org_team;"}
+    for name, sql in corpus.items():
+        (tmp_path / f"{name}.sql").write_text(sql + "\n")
+    result = subprocess.run([SQUAWK, "--reporter", "json", *sorted(str(p) for p in tmp_path.glob("*.sql"))],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 1), result.stderr
+    theirs = {(Path(v["file"]).stem, v["rule_name"], v["line"] + 1) for v in json.loads(result.stdout or "[]")
+              if v["rule_name"] in SHARED}
+    sizes = TableSizes.load()
+    ours = {(p.stem, f.rule, f.line) for p in tmp_path.glob("*.sql")
+            for f in analyze_sql(p.read_bytes(), mode=engine.RUNNER_NON_TRANSACTIONAL, sizes=sizes) if f.rule in SHARED}
+    assert theirs - ours == set(), sorted(theirs - ours)
+    assert ours - theirs == ONLY_OURS_OUTSIDE, sorted(ours - theirs)
+    robust = {(name, line) for name, rule, line in ours if rule == "prefer-robust-stmts"}
+    assert {("add_column", 1), ("cic", 1), ("create_table", 1), ("drops", 1), ("drops", 2), ("in_a_block", 4),
+            ("add_twice_after_drop", 3), ("detach_concurrently", 1)} <= robust
+    assert not {name for name, _ in robust} & {"add_column_if_not_exists", "cic_robust", "cic_unnamed", "drop_then_add",
+                                               "create_table_robust", "create_temp_on_commit_drop", "drops_robust"}

@@ -2,150 +2,28 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import stat
 import subprocess
-from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 import yaml
 
-from hrms_pipelines import backups, locks
-from hrms_pipelines.backups import BackupError
-
-# Parents before children; the org/ladder/people/history tables an import touches.
-TABLES = [
-    "hrms.org_organization", "hrms.org_department", "hrms.org_tribe", "hrms.org_team",
-    "hrms.ladders_ladder", "hrms.ladders_level", "hrms.employees_employee",
-    "hrms.history_timelineevent", "hrms.history_compensationsnapshot",
-]
-
-AWKWARD_TEXT = [
-    'He said "hello", then left',
-    "line one\nline two\r\nline three",
-    "Kwame Nkrumah – Ɔsɛe Ama 😀",
-    "=HYPERLINK(\"http://evil\")",
-    "'; DROP TABLE hrms.employees_employee; --",
-    "\\.",
-    "back\\slash\ttab",
-    "",
-]
+from hrms_pipelines import backups, locks, settings
+from hrms_pipelines.backups import BackupError, crypto
+from hrms_pipelines_tests.backup_helpers import (  # noqa: F401  (fixtures)
+    AWKWARD_TEXT, TABLES, backup_dirs, backup_root, conn, decrypt, digests, mutate, populated, reader, replace_file,
+    restorer, sign_again, table_digest,
+)
 
 
-def table_digest(conn: psycopg.Connection, table: str) -> tuple[int, str]:
-    """Row count and md5 of every row's text, in primary-key order: equal digests, equal tables."""
-    return conn.execute(
-        f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.id), '')) FROM {table} t"
-    ).fetchone()
-
-
-def digests(conn: psycopg.Connection, tables=TABLES) -> dict[str, tuple[int, str]]:
-    return {t: table_digest(conn, t) for t in tables}
-
-
-def populate(conn: psycopg.Connection) -> None:
-    """A small company with every awkward value: NULL and '', quotes, newlines, unicode, jsonb, numeric."""
-    with conn.transaction():
-        _populate(conn)
-
-
-def _populate(conn: psycopg.Connection) -> None:
-    conn.execute("""
-        INSERT INTO hrms.org_organization (id, code, name) VALUES (1, 'NHIA', 'National Health Insurance Authority');
-        INSERT INTO hrms.org_department (id, code, name, organization_id) VALUES (1, 'FIN', 'Finance', 1), (2, 'IT', 'IT & "Digital"', 1);
-        INSERT INTO hrms.org_tribe (id, code, name, organization_id) VALUES (1, 'CORE', repeat('Core Platforms ', 4000), 1);
-        INSERT INTO hrms.org_team (id, code, name, tribe_id, department_id) VALUES (1, 'PAY', 'Payments', 1, 2), (2, 'CLM', 'Claims', NULL, 1);
-        INSERT INTO hrms.ladders_ladder (id, code, name, description) VALUES (1, 'ENG', 'Engineering', NULL), (2, 'OPS', 'Operations', '');
-        INSERT INTO hrms.ladders_level (id, ladder_id, level_number, title, pay_band, salary_min, salary_max)
-        VALUES (1, 1, 1, 'Engineer I', 'P1', 4500.00, 6000.50), (2, 1, 2, 'Engineer II', NULL, 6000.51, 9000.00),
-               (3, 2, 1, 'Officer', '', NULL, NULL);
-        INSERT INTO hrms.employees_employee (id, email, employee_number, first_name, last_name, job_title, status,
-                                             hire_date, tenure_years, team_id, manager_id, ladder_id, level_number)
-        VALUES (1, 'ama.mensah@nhia.gov.gh', 'E001', 'Ama', 'Mensah', 'Head of Engineering', 'active', '2015-03-02', 10.25, 1, NULL, 1, 2),
-               (2, 'kofi.boateng@nhia.gov.gh', 'E002', 'Kofi', NULL, '', 'on_leave', '2019-11-30', 0.00, 1, 1, 1, 1),
-               (3, 'yaw.asante@nhia.gov.gh', NULL, 'Yaw', 'Asante', NULL, NULL, NULL, NULL, 2, 1, NULL, NULL);
-        UPDATE hrms.org_team SET leader_id = 1 WHERE id = 1;
-    """)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO hrms.history_timelineevent (id, employee_id, event_type, event_date, summary, details, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)",
-            [
-                (i + 1, 1 + i % 3, ["hire", "promotion", "salary_change", "note"][i % 4], f"2020-01-{i + 1:02d}",
-                 text or "(empty)",
-                 json.dumps({"text": text, "n": 1.10, "nested": {"list": [1, None, "x"]}, "big": 12345678901234567890}),
-                 f"2024-06-0{1 + i % 9} 12:34:56.123456+02")
-                for i, text in enumerate(AWKWARD_TEXT)
-            ],
-        )
-        cur.executemany(
-            "INSERT INTO hrms.history_compensationsnapshot (id, event_id, employee_id, effective_date, salary, previous_salary, pay_band) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [(1, 2, 2, "2020-01-02", "8500.00", None, "P2"), (2, 3, 3, "2020-01-03", "0.10", "0.00", "")],
-        )
-    # the ids above were given explicitly: move the identity sequences past them like a real load would
-    for table in TABLES:
-        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
-
-
-def mutate(conn: psycopg.Connection) -> None:
-    """What an import (or a mistake) does after a backup: updates, inserts, a deletion, NULL <-> ''."""
-    with conn.transaction():
-        _mutate(conn)
-
-
-def _mutate(conn: psycopg.Connection) -> None:
-    conn.execute("""
-        UPDATE hrms.org_organization SET name = 'NHIA (renamed)';
-        UPDATE hrms.ladders_ladder SET description = '' WHERE id = 1;
-        UPDATE hrms.ladders_ladder SET description = NULL WHERE id = 2;
-        UPDATE hrms.ladders_level SET salary_max = 9000.001 WHERE id = 2;
-        INSERT INTO hrms.ladders_level (ladder_id, level_number, title) VALUES (1, 3, 'Senior Engineer');
-        INSERT INTO hrms.org_team (code, name, tribe_id) VALUES ('NEW', 'New team', 1);
-        INSERT INTO hrms.employees_employee (email, first_name, team_id, ladder_id, level_number)
-        VALUES ('new.boss@nhia.gov.gh', 'New', (SELECT id FROM hrms.org_team WHERE code = 'NEW'), 1, 3);
-        -- an existing employee now reports to, and sits in a team led by, rows that the backup lacks
-        UPDATE hrms.employees_employee SET manager_id = (SELECT id FROM hrms.employees_employee WHERE email = 'new.boss@nhia.gov.gh'),
-                                           team_id = (SELECT id FROM hrms.org_team WHERE code = 'NEW'), first_name = 'Kofi ''KB'''
-        WHERE id = 2;
-        UPDATE hrms.org_team SET leader_id = (SELECT id FROM hrms.employees_employee WHERE email = 'new.boss@nhia.gov.gh') WHERE code = 'NEW';
-        UPDATE hrms.history_timelineevent SET details = details || '{"n": 1.1}'::jsonb, created_at = created_at + interval '1 microsecond' WHERE id = 1;
-        DELETE FROM hrms.history_compensationsnapshot WHERE id = 2;
-        DELETE FROM hrms.history_timelineevent WHERE id = 3;
-        INSERT INTO hrms.history_timelineevent (employee_id, event_type, event_date, summary) VALUES (3, 'note', '2025-01-01', 'new');
-    """)
-
-
-@pytest.fixture
-def backup_root(tmp_path: Path) -> Path:
-    return tmp_path / "backups"
-
-
-@pytest.fixture
-def conn(database_url: str):
-    """Autocommit: take_backup and restore_backup want a connection outside any transaction."""
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def populated(conn):
-    populate(conn)
-    return conn
-
-
-def backup_dirs(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
-
-
-def test_round_trip_is_exact_and_undoable(populated, backup_root):
+def test_round_trip_is_exact_and_undoable(populated, reader, restorer, backup_root):
     conn = populated
     original = digests(conn)
-    manifest = backups.take_backup(conn, TABLES, label="before import", run_id="3f2a9c1e-aaaa-bbbb", backup_root=backup_root)
+    manifest = backups.take_backup(reader, TABLES, label="before import", run_id="3f2a9c1e-aaaa-bbbb", backup_root=backup_root)
     assert manifest.backup_id.endswith("-3f2a9c1e")
     assert {t.table: t.rows for t in manifest.tables}["hrms.history_timelineevent"] == len(AWKWARD_TEXT)
 
@@ -153,7 +31,7 @@ def test_round_trip_is_exact_and_undoable(populated, backup_root):
     mutated = digests(conn)
     assert mutated != original
 
-    result = backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root, run_id="run-restore-1")
+    result = backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root, run_id="run-restore-1")
     assert digests(conn) == original
     counts = result.counts()
     assert (counts["hrms.org_organization"].updated, counts["hrms.org_organization"].inserted) == (1, 0)
@@ -183,20 +61,21 @@ def test_round_trip_is_exact_and_undoable(populated, backup_root):
     pre = result.pre_restore_backup
     assert pre is not None and pre.label == f"pre-restore of {manifest.backup_id}"
     assert pre.backup_id in backup_dirs(backup_root)
-    backups.restore_backup(conn, pre.backup_id, backup_root=backup_root, pre_restore_backup=False)
+    backups.restore_backup(restorer, pre.backup_id, backup_root=backup_root, pre_restore_backup=False)
     assert digests(conn) == mutated
 
 
-def test_folder_and_files_are_private_and_manifest_is_truthful(populated, backup_root):
+def test_folder_and_files_are_private_and_manifest_is_truthful(populated, reader, restorer, backup_root):
     old_umask = os.umask(0o022)
     try:
-        manifest = backups.take_backup(populated, TABLES[:3], label="perm", run_id=None, backup_root=backup_root)
+        manifest = backups.take_backup(reader, TABLES[:3], label="perm", run_id=None, backup_root=backup_root)
     finally:
         os.umask(old_umask)
     assert manifest.backup_id.endswith("-manual")
     assert stat.S_IMODE(manifest.directory.stat().st_mode) == 0o700
     files = sorted(manifest.directory.iterdir())
-    assert [f.name for f in files] == ["hrms.org_department.csv.gz", "hrms.org_organization.csv.gz", "hrms.org_tribe.csv.gz", "manifest.json"]
+    assert [f.name for f in files] == ["hrms.org_department.csv.gz.age", "hrms.org_organization.csv.gz.age",
+                                       "hrms.org_tribe.csv.gz.age", "manifest.json", "manifest.sig"]
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
 
     data = json.loads((manifest.directory / "manifest.json").read_text())
@@ -205,7 +84,8 @@ def test_folder_and_files_are_private_and_manifest_is_truthful(populated, backup
     entry = data["tables"][1]
     assert entry["table"] == "hrms.org_department" and entry["rows"] == 2
     assert [c["name"] for c in entry["columns"]][:3] == ["id", "code", "name"]
-    content = gzip.decompress((manifest.directory / entry["file"]).read_bytes()).decode()
+    content = decrypt(manifest.directory / entry["file"]).decode()
+    assert entry["csv_bytes"] == len(content.encode())
     assert content.splitlines()[0] == "id,code,name,organization_id,import_record_id,created_at,updated_at"
     assert 'IT & ""Digital""' in content
     metadata = manifest.to_metadata()
@@ -213,69 +93,75 @@ def test_folder_and_files_are_private_and_manifest_is_truthful(populated, backup
     assert metadata["backup_rows hrms.org_department"].value == 2
     assert metadata["backup_total_bytes"].value == sum(e["bytes"] for e in data["tables"])
     assert [m.backup_id for m in backups.list_backups(backup_root)] == [manifest.backup_id]
+    # no key material anywhere in the folder or the metadata: only the public recipient
+    keys = [p.read_bytes() for p in settings.keys_dir().iterdir() if p.name != "backup-recipients.txt"]
+    secrets = [line.split()[-1].encode() for k in keys for line in k.decode().splitlines() if line and not line.startswith("#")]
+    assert secrets and not any(secret in f.read_bytes() for f in files for secret in secrets)
+    assert not any(secret.decode() in str(v.value) for v in metadata.values() for secret in secrets)
+    assert data["encryption"]["recipients"] == [str(r) for r in crypto.recipients()]
 
 
-def test_two_backups_in_the_same_second_get_distinct_ids(populated, backup_root):
-    first = backups.take_backup(populated, ["org_tribe"], label="a", run_id="abcdef12", backup_root=backup_root)
-    second = backups.take_backup(populated, ["org_tribe"], label="b", run_id="abcdef12", backup_root=backup_root)
+def test_two_backups_in_the_same_second_get_distinct_ids(populated, reader, restorer, backup_root):
+    first = backups.take_backup(reader, ["org_tribe"], label="a", run_id="abcdef12", backup_root=backup_root)
+    second = backups.take_backup(reader, ["org_tribe"], label="b", run_id="abcdef12", backup_root=backup_root)
     assert first.backup_id != second.backup_id
     assert {m.backup_id for m in backups.list_backups(backup_root)} == {first.backup_id, second.backup_id}
 
 
-def test_tampered_file_is_refused_and_nothing_changes(populated, backup_root):
+def test_tampered_file_is_refused_and_nothing_changes(populated, reader, restorer, backup_root):
     conn = populated
-    manifest = backups.take_backup(conn, TABLES, label="t", run_id="r1", backup_root=backup_root)
+    manifest = backups.take_backup(reader, TABLES, label="t", run_id="r1", backup_root=backup_root)
     mutate(conn)
     before = digests(conn)
-    victim = manifest.directory / "hrms.employees_employee.csv.gz"
+    victim = manifest.directory / "hrms.employees_employee.csv.gz.age"
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
 
-    with pytest.raises(BackupError, match=r"hrms\.employees_employee\.csv\.gz fails its checksum"):
+    with pytest.raises(BackupError, match=r"hrms\.employees_employee\.csv\.gz\.age fails its checksum"):
         backups.verify_backup(backups.load_manifest(manifest.backup_id, backup_root))
-    with pytest.raises(BackupError, match=r"hrms\.employees_employee\.csv\.gz fails its checksum.*refusing to restore"):
-        backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root)
+    with pytest.raises(BackupError, match=r"hrms\.employees_employee\.csv\.gz\.age fails its checksum.*refusing to restore"):
+        backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root)
     assert digests(conn) == before
     assert backup_dirs(backup_root) == [manifest.backup_id]  # no pre-restore backup was taken
     assert conn.execute("SELECT count(*) FROM hrms.core_auditlog").fetchone()[0] == 0
 
 
-def test_partial_backups_are_refused(populated, backup_root):
+def test_partial_backups_are_refused(populated, reader, restorer, backup_root):
     conn = populated
-    complete = backups.take_backup(conn, TABLES[:2], label="ok", run_id="r1", backup_root=backup_root)
-    partial = backups.take_backup(conn, TABLES[:2], label="cut short", run_id="r2", backup_root=backup_root)
+    complete = backups.take_backup(reader, TABLES[:2], label="ok", run_id="r1", backup_root=backup_root)
+    partial = backups.take_backup(reader, TABLES[:2], label="cut short", run_id="r2", backup_root=backup_root)
     (partial.directory / "manifest.json").unlink()  # as if the process died before writing it
 
     assert [m.backup_id for m in backups.list_backups(backup_root)] == [complete.backup_id]
     with pytest.raises(BackupError, match=rf"backup {partial.backup_id} is partial: .* no manifest\.json"):
-        backups.restore_backup(conn, partial.backup_id, backup_root=backup_root)
+        backups.restore_backup(restorer, partial.backup_id, backup_root=backup_root)
 
-    (complete.directory / "hrms.org_department.csv.gz").unlink()
-    with pytest.raises(BackupError, match=r"hrms\.org_department\.csv\.gz is missing"):
-        backups.restore_backup(conn, complete.backup_id, backup_root=backup_root)
+    (complete.directory / "hrms.org_department.csv.gz.age").unlink()
+    with pytest.raises(BackupError, match=r"hrms\.org_department\.csv\.gz\.age is missing"):
+        backups.restore_backup(restorer, complete.backup_id, backup_root=backup_root)
     assert backup_dirs(backup_root) == sorted([complete.backup_id, partial.backup_id])
 
 
-def test_unknown_backup_id_is_refused_with_the_list(populated, backup_root):
-    first = backups.take_backup(populated, ["org_tribe"], label="a", run_id="aaaa1111", backup_root=backup_root)
-    second = backups.take_backup(populated, ["org_team"], label="b", run_id="bbbb2222", backup_root=backup_root)
+def test_unknown_backup_id_is_refused_with_the_list(populated, reader, restorer, backup_root):
+    first = backups.take_backup(reader, ["org_tribe"], label="a", run_id="aaaa1111", backup_root=backup_root)
+    second = backups.take_backup(reader, ["org_team"], label="b", run_id="bbbb2222", backup_root=backup_root)
     with pytest.raises(BackupError) as error:
         backups.load_manifest("20990101T000000Z-nothere", backup_root)
     assert "unknown backup id '20990101T000000Z-nothere'" in str(error.value)
     assert first.backup_id in str(error.value) and second.backup_id in str(error.value)
     for bad in ["../../etc", "20990101T000000Z-x/../../y", ""]:
         with pytest.raises(BackupError, match="is not a backup id"):
-            backups.restore_backup(populated, bad, backup_root=backup_root)
+            backups.restore_backup(restorer, bad, backup_root=backup_root)
     with pytest.raises(BackupError, match="there are no backups in"):
         backups.load_manifest("20990101T000000Z-nothere", backup_root / "empty")
 
 
-def test_a_failure_midway_leaves_every_table_as_it_was(populated, backup_root):
+def test_a_failure_midway_leaves_every_table_as_it_was(populated, reader, restorer, backup_root):
     """The backup lacks a ladder that a table outside the backup (employees) now uses: the restore's
     last check fails after the earlier tables were already rewritten, and all of it is rolled back."""
     conn = populated
-    manifest = backups.take_backup(conn, ["hrms.org_organization", "hrms.org_tribe", "hrms.ladders_ladder"],
+    manifest = backups.take_backup(reader, ["hrms.org_organization", "hrms.org_tribe", "hrms.ladders_ladder"],
                                    label="t", run_id="r1", backup_root=backup_root)
     conn.execute("UPDATE hrms.org_organization SET name = 'changed'")
     conn.execute("UPDATE hrms.org_tribe SET name = 'changed too'")
@@ -284,7 +170,7 @@ def test_a_failure_midway_leaves_every_table_as_it_was(populated, backup_root):
     before = digests(conn)
 
     with pytest.raises(BackupError) as error:
-        backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root)
+        backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root)
     message = str(error.value)
     assert "employees_employee" in message and "ladders_ladder" in message and "Nothing was changed" in message
     assert digests(conn) == before
@@ -292,49 +178,46 @@ def test_a_failure_midway_leaves_every_table_as_it_was(populated, backup_root):
     assert conn.execute("SELECT count(*) FROM hrms.core_auditlog").fetchone()[0] == 0
 
 
-def test_a_bad_row_in_a_later_file_rolls_back_the_earlier_tables(populated, backup_root):
+def test_a_bad_row_in_a_later_file_rolls_back_the_earlier_tables(populated, reader, restorer, backup_root):
     """A backup whose checksums are right but whose second table's rows break a CHECK constraint
     (a manifest rewritten by hand): the first table was already staged, nothing is kept."""
     conn = populated
-    manifest = backups.take_backup(conn, ["hrms.org_organization", "hrms.ladders_level"], label="t", run_id="r1",
+    manifest = backups.take_backup(reader, ["hrms.org_organization", "hrms.ladders_level"], label="t", run_id="r1",
                                    backup_root=backup_root)
     conn.execute("UPDATE hrms.org_organization SET name = 'changed'")
     before = digests(conn)
-    level_file = manifest.directory / "hrms.ladders_level.csv.gz"
-    text = gzip.decompress(level_file.read_bytes()).decode().replace(",4500.00,6000.50,", ",7000.00,6000.50,")
-    level_file.write_bytes(gzip.compress(text.encode()))
     data = json.loads((manifest.directory / "manifest.json").read_text())
-    import hashlib
-    data["tables"][1].update(bytes=level_file.stat().st_size, sha256=hashlib.sha256(level_file.read_bytes()).hexdigest())
-    (manifest.directory / "manifest.json").write_text(json.dumps(data))
+    text = decrypt(manifest.directory / data["tables"][1]["file"]).replace(b",4500.00,6000.50,", b",7000.00,6000.50,")
+    replace_file(manifest.directory, data, 1, text)
+    sign_again(manifest.directory, data)  # as if by someone holding the service's keys
 
     with pytest.raises(BackupError, match=r"refused by the database: .*ladders_level.*check constraint"):
-        backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root)
+        backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root)
     assert digests(conn) == before
 
 
-def test_symlinks_and_path_traversal_are_refused(populated, backup_root, tmp_path):
+def test_symlinks_and_path_traversal_are_refused(populated, reader, restorer, backup_root, tmp_path):
     conn = populated
-    manifest = backups.take_backup(conn, ["org_organization", "org_tribe"], label="t", run_id="r1", backup_root=backup_root)
+    manifest = backups.take_backup(reader, ["org_organization", "org_tribe"], label="t", run_id="r1", backup_root=backup_root)
     # a data file replaced by a symlink to an identical copy elsewhere: refused all the same
-    victim = manifest.directory / "hrms.org_tribe.csv.gz"
-    outside = tmp_path / "elsewhere.csv.gz"
+    victim = manifest.directory / "hrms.org_tribe.csv.gz.age"
+    outside = tmp_path / "elsewhere.csv.gz.age"
     outside.write_bytes(victim.read_bytes())
     victim.unlink()
     victim.symlink_to(outside)
-    with pytest.raises(BackupError, match=r"hrms\.org_tribe\.csv\.gz cannot be opened safely.*symlinks"):
-        backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root)
+    with pytest.raises(BackupError, match=r"hrms\.org_tribe\.csv\.gz\.age cannot be opened safely.*symlinks"):
+        backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root)
 
-    # a manifest naming a file outside its folder
+    # a (correctly signed) manifest naming a file outside its folder
     data = json.loads((manifest.directory / "manifest.json").read_text())
-    for evil in ["../../etc/passwd", "/etc/passwd", "sub/hrms.org_tribe.csv.gz", ".hidden.csv.gz"]:
+    for evil in ["../../etc/passwd", "/etc/passwd", "sub/hrms.org_tribe.csv.gz.age", ".hidden.csv.gz.age"]:
         data["tables"][1]["file"] = evil
-        (manifest.directory / "manifest.json").write_text(json.dumps(data))
+        sign_again(manifest.directory, data)
         with pytest.raises(BackupError, match="is not a plain backup file name"):
             backups.load_manifest(manifest.backup_id, backup_root)
     # a manifest naming a table outside the HR schema
-    data["tables"][1].update(file="hrms.org_tribe.csv.gz", table="pg_catalog.pg_authid")
-    (manifest.directory / "manifest.json").write_text(json.dumps(data))
+    data["tables"][1].update(file="hrms.org_tribe.csv.gz.age", table="pg_catalog.pg_authid")
+    sign_again(manifest.directory, data)
     with pytest.raises(BackupError, match="outside the 'hrms' schema"):
         backups.load_manifest(manifest.backup_id, backup_root)
 
@@ -345,12 +228,12 @@ def test_symlinks_and_path_traversal_are_refused(populated, backup_root, tmp_pat
         backups.load_manifest(linked.name, backup_root)
 
 
-def test_dry_run_reports_and_changes_nothing(populated, backup_root):
+def test_dry_run_reports_and_changes_nothing(populated, reader, restorer, backup_root):
     conn = populated
-    manifest = backups.take_backup(conn, TABLES, label="t", run_id="r1", backup_root=backup_root)
+    manifest = backups.take_backup(reader, TABLES, label="t", run_id="r1", backup_root=backup_root)
     mutate(conn)
     before = digests(conn)
-    result = backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root, dry_run=True)
+    result = backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root, dry_run=True)
     assert result.dry_run and result.pre_restore_backup is None
     assert result.counts()["hrms.employees_employee"].deleted == 1
     assert digests(conn) == before
@@ -358,39 +241,39 @@ def test_dry_run_reports_and_changes_nothing(populated, backup_root):
     assert conn.execute("SELECT count(*) FROM hrms.core_auditlog").fetchone()[0] == 0
 
 
-def test_restore_waits_for_no_import(populated, backup_root, database_url):
-    manifest = backups.take_backup(populated, ["org_tribe"], label="t", run_id="r1", backup_root=backup_root)
+def test_restore_waits_for_no_import(populated, reader, restorer, backup_root, database_url):
+    manifest = backups.take_backup(reader, ["org_tribe"], label="t", run_id="r1", backup_root=backup_root)
     with psycopg.connect(database_url, autocommit=True) as importer, locks.session_lock(importer, locks.IMPORTS):
         with pytest.raises(BackupError, match="not started: another run holds the 'imports' lock"):
-            backups.restore_backup(populated, manifest.backup_id, backup_root=backup_root)
+            backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root)
 
 
-def test_restore_refuses_a_changed_schema_and_bad_arguments(populated, backup_root):
+def test_restore_refuses_a_changed_schema_and_bad_arguments(populated, reader, restorer, backup_root):
     conn = populated
-    manifest = backups.take_backup(conn, ["org_tribe"], label="t", run_id="r1", backup_root=backup_root)
+    manifest = backups.take_backup(reader, ["org_tribe"], label="t", run_id="r1", backup_root=backup_root)
     conn.execute("ALTER TABLE hrms.org_tribe ADD COLUMN motto text")
     with pytest.raises(BackupError, match=r"hrms\.org_tribe has changed since the backup"):
-        backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root)
+        backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root)
     with pytest.raises(BackupError, match="does not exist"):
-        backups.take_backup(conn, ["hrms.no_such_table"], label="t", run_id=None, backup_root=backup_root)
+        backups.take_backup(reader, ["hrms.no_such_table"], label="t", run_id=None, backup_root=backup_root)
     with pytest.raises(BackupError, match="only tables of the 'hrms' schema"):
-        backups.take_backup(conn, ["pg_catalog.pg_class"], label="t", run_id=None, backup_root=backup_root)
-    conn.autocommit = False
-    conn.execute("SELECT 1")
+        backups.take_backup(reader, ["pg_catalog.pg_class"], label="t", run_id=None, backup_root=backup_root)
+    reader.autocommit = False
+    reader.execute("SELECT 1")
     with pytest.raises(BackupError, match="outside any transaction"):
-        backups.take_backup(conn, ["org_tribe"], label="t", run_id=None, backup_root=backup_root)
-    conn.rollback()
+        backups.take_backup(reader, ["org_tribe"], label="t", run_id=None, backup_root=backup_root)
+    reader.rollback()
 
 
 # --------------------------------------------------------------------------------------------------
 # The restore_backup job
 
 
-def test_restore_job_in_process(populated, hrms_db, backup_root, monkeypatch):
+def test_restore_job_in_process(populated, reader, restorer, hrms_db, backup_root, monkeypatch):
     from hrms_pipelines.restore import restore_backup as restore_job
 
     monkeypatch.setenv("HRMS_BACKUP_DIR", str(backup_root))
-    manifest = backups.take_backup(populated, TABLES, label="t", run_id="r1")
+    manifest = backups.take_backup(reader, TABLES, label="t", run_id="r1")
     assert manifest.directory.parent == backup_root
     mutate(populated)
     before = digests(populated)
@@ -410,13 +293,13 @@ def test_restore_job_in_process(populated, hrms_db, backup_root, monkeypatch):
     assert manifest.backup_id in failure.event_specific_data.error.message
 
 
-def test_restore_job_through_dagster_cli(populated, subprocess_env, project_root, backup_root, tmp_path):
-    manifest = backups.take_backup(populated, TABLES, label="t", run_id="r1", backup_root=backup_root)
+def test_restore_job_through_dagster_cli(populated, reader, restorer, subprocess_env, project_root, backup_root, tmp_path):
+    manifest = backups.take_backup(reader, TABLES, label="t", run_id="r1", backup_root=backup_root)
     original = digests(populated)
     mutate(populated)
     config = tmp_path / "restore.yaml"
     config.write_text(yaml.safe_dump({"ops": {"verify_backup_files": {"config": {"backup_id": manifest.backup_id}}}}))
-    env = dict(subprocess_env, HRMS_BACKUP_DIR=str(backup_root))
+    env = dict(subprocess_env, HRMS_BACKUP_DIR=str(backup_root), HRMS_KEYS_DIR=str(settings.keys_dir()))
     done = subprocess.run(
         [str(project_root / ".venv/bin/dagster"), "job", "execute", "-m", "hrms_pipelines", "-j", "restore_backup", "-c", str(config)],
         env=env, cwd=project_root, capture_output=True, text=True, timeout=300,
@@ -436,35 +319,35 @@ def test_restore_job_is_in_the_definitions_and_the_writer_pool():
     assert isinstance(job, dg.JobDefinition)
 
 
-def test_rows_replaced_under_references_from_outside_the_backup(populated, backup_root):
+def test_rows_replaced_under_references_from_outside_the_backup(populated, reader, restorer, backup_root):
     """Only the employees are backed up; history rows (not in the backup) point at them. Replacing
     a changed employee keeps its key, so those references stay valid and the restore goes through."""
     conn = populated
-    manifest = backups.take_backup(conn, ["employees_employee"], label="t", run_id="r1", backup_root=backup_root)
+    manifest = backups.take_backup(reader, ["employees_employee"], label="t", run_id="r1", backup_root=backup_root)
     original = table_digest(conn, "hrms.employees_employee")
     history = digests(conn, ["hrms.history_timelineevent", "hrms.history_compensationsnapshot"])
     conn.execute("UPDATE hrms.employees_employee SET first_name = upper(first_name), tenure_years = 99")
-    result = backups.restore_backup(conn, manifest.backup_id, backup_root=backup_root, pre_restore_backup=False)
+    result = backups.restore_backup(restorer, manifest.backup_id, backup_root=backup_root, pre_restore_backup=False)
     assert result.counts()["hrms.employees_employee"].updated == 3
     assert table_digest(conn, "hrms.employees_employee") == original
     assert digests(conn, ["hrms.history_timelineevent", "hrms.history_compensationsnapshot"]) == history
 
 
-def test_undo_a_run_by_restoring_its_stage_backups_newest_first(populated, backup_root):
+def test_undo_a_run_by_restoring_its_stage_backups_newest_first(populated, reader, restorer, backup_root):
     conn = populated
     original = digests(conn, ["hrms.ladders_ladder", "hrms.employees_employee", "hrms.imports_importrecord"])
     record = ("INSERT INTO hrms.imports_importrecord (stage, file_name, file_sha256, outcome) "
               "VALUES (%s, %s, repeat('a', 64), 'succeeded') RETURNING id")
-    ladders = backups.take_backup(conn, ["ladders_ladder", "imports_importrecord"], label="import_ladders", run_id="run1", backup_root=backup_root)
+    ladders = backups.take_backup(reader, ["ladders_ladder", "imports_importrecord"], label="import_ladders", run_id="run1", backup_root=backup_root)
     rec = conn.execute(record, ["ladders", "ladders.csv"]).fetchone()[0]
     conn.execute("INSERT INTO hrms.ladders_ladder (code, name, import_record_id) VALUES ('HR', 'People', %s)", [rec])
-    users = backups.take_backup(conn, ["employees_employee", "imports_importrecord"], label="import_users", run_id="run1", backup_root=backup_root)
+    users = backups.take_backup(reader, ["employees_employee", "imports_importrecord"], label="import_users", run_id="run1", backup_root=backup_root)
     rec = conn.execute(record, ["users", "users.csv"]).fetchone()[0]
     conn.execute("INSERT INTO hrms.employees_employee (email, ladder_id, import_record_id) "
                  "SELECT 'new.hire@nhia.gov.gh', id, %s FROM hrms.ladders_ladder WHERE code = 'HR'", [rec])
 
     with pytest.raises(BackupError, match="employees_employee"):
-        backups.restore_backup(conn, ladders.backup_id, backup_root=backup_root)
-    backups.restore_backup(conn, users.backup_id, backup_root=backup_root)
-    backups.restore_backup(conn, ladders.backup_id, backup_root=backup_root)
+        backups.restore_backup(restorer, ladders.backup_id, backup_root=backup_root)
+    backups.restore_backup(restorer, users.backup_id, backup_root=backup_root)
+    backups.restore_backup(restorer, ladders.backup_id, backup_root=backup_root)
     assert digests(conn, ["hrms.ladders_ladder", "hrms.employees_employee", "hrms.imports_importrecord"]) == original

@@ -146,14 +146,16 @@ def test_validate_false_skips_the_in_transaction_validations(hrms_db, database_u
     assert scalar(database_url, "SELECT count(*) FROM hrms.ladders_level") == 2
 
 
-def test_an_import_while_another_holds_the_imports_lock_fails_at_once_and_changes_nothing(hrms_db, database_url, tmp_path):
+def test_an_import_while_another_holds_the_imports_lock_fails_at_once_and_changes_nothing(hrms_db, database_url, tmp_path,
+                                                                                        monkeypatch):
     from hrms_pipelines import locks
 
+    monkeypatch.setenv(settings.IMPORT_LOCK_WAIT_ENV, "0")   # no wait (the waits: test_import_lock_wait.py)
     directory = write_base(tmp_path / "in")
     before = checksums(database_url)
     with hrms_db.transaction(IMPORTER) as holder:
         with locks.transaction_lock(holder, locks.IMPORTS):
-            with pytest.raises(locks.LockNotAvailable, match="another run holds the 'imports' lock"):
+            with pytest.raises(locks.LockNotAvailable, match="Another run still holds the 'imports' lock"):
                 run_stage(hrms_db, "ladders", directory)
     assert checksums(database_url) == before
 

@@ -4,6 +4,7 @@ connection would make it, and checked for the database's refusal (and that nothi
 
 from __future__ import annotations
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -154,3 +155,86 @@ def test_every_duty_logs_in_as_its_own_role(hrms_db):
             assert conn.execute("SELECT session_user, current_user").fetchone() == (duty.role, duty.role)
             assert conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = session_user").fetchone() == (False,)
     assert settings.IMPORT_ROLE == IMPORTER.role
+
+
+def test_an_authentication_failure_is_never_retried_as_transient(pg_admin_url):
+    """The server's refusal to log a role in (SQLSTATE class 28) fails the step at once: retrying only
+    locks accounts. A connection the server never answered stays transient."""
+    from hrms_pipelines.retries import is_transient, transient_retries
+
+    with pytest.raises(psycopg.OperationalError) as refused_login:
+        psycopg.connect(roles.with_user(pg_admin_url, "no_such_role_anywhere"))
+    assert "does not exist" in str(refused_login.value) and not is_transient(refused_login.value)
+    with pytest.raises(psycopg.OperationalError) as unreachable:
+        psycopg.connect("postgresql://x@127.0.0.1:1/none", connect_timeout=2)
+    assert is_transient(unreachable.value)
+
+    @dg.op
+    @transient_retries
+    def log_in(context) -> None:
+        psycopg.connect(roles.with_user(pg_admin_url, "no_such_role_anywhere"))
+
+    @dg.job
+    def job() -> None:
+        log_in()
+
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+
+
+@pytest.mark.parametrize("url,secret", [
+    ("postgresql://hr_admin:s3cret@db.example.org:5432/hrms", "s3cret"),
+    ("postgresql://hr_admin:p@ss/w?rd@db.example.org/hrms", "p@ss/w?rd"),          # unencoded @, / and ?
+    ("postgresql://hr_admin:s%40cret@db.example.org/hrms?sslmode=require", "s%40cret"),
+    ("postgresql:///hrms?host=/tmp&user=hr&password=s3cret", "s3cret"),
+    ("postgresql://db.example.org/hrms?sslpassword=keypass&sslmode=verify-full", "keypass"),
+    ("host=db.example.org user=hr password=s3cret dbname=hrms", "s3cret"),
+    ("host=db.example.org user=hr password='s3 cret' sslpassword=keypass dbname=hrms", "keypass"),
+    ("postgresql+psycopg2://dagster:s3cret@db/dagster", "s3cret"),
+])
+def test_passwords_are_masked_wherever_a_url_or_dsn_is_shown(url, secret):
+    from hrms_pipelines.resources import redact
+
+    shown = redact(url)
+    assert secret not in shown and "***" in shown
+    assert "s3" not in shown.replace("s3cret", "")  # no fragment of a quoted password either
+
+
+def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(pg_admin_url, migrations):
+    """A database whose first migration ran as the superuser with the first version of core/0001
+    (which created the import role itself): bootstrap hands the schema to the migrator, the ledger's
+    old checksum is accepted (the file declares it superseded), and the rest applies as the migrator."""
+    from pathlib import Path
+
+    from hrms_pipelines.migrations import runner
+    from hrms_pipelines_tests.conftest import _url, create_database, drop_database
+
+    first_version = (Path(__file__).parent / "data" / "core_0001_foundation_first_version.up.sql").read_text()
+    core_0001 = next(m for m in migrations if m.key == ("core", "0001"))
+    name = create_database(pg_admin_url, prefix="upgrade")
+    url = _url(pg_admin_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as admin:  # what the old runner did, as the superuser
+            runner.ensure_ledger(admin)
+            with admin.transaction():
+                admin.execute(first_version)
+                admin.execute(f"INSERT INTO {runner.LEDGER} (app, version, name, checksum, duration_ms) "
+                              "VALUES ('core', '0001', 'foundation', encode(sha256(%s::bytea), 'hex'), 1)",
+                              [first_version.encode()])
+            assert admin.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'hrms'").fetchone()[0] == "postgres"
+            roles.bootstrap(admin, name)
+            owners = admin.execute("SELECT DISTINCT relowner::regrole::text FROM pg_class c JOIN pg_namespace n "
+                                   "ON n.oid = c.relnamespace WHERE n.nspname IN ('hrms', 'hrms_meta')").fetchall()
+            assert owners == [("hrms_migrator",)]
+            assert admin.execute("SELECT count(*) FROM pg_auth_members WHERE member = 'hrms_importer'::regrole").fetchone()[0] == 0
+        with psycopg.connect(as_role(url, MIGRATOR), autocommit=True) as conn:
+            assert runner.changed_files(migrations, runner.read_ledger(conn)) == []
+            assert core_0001.up.accepts_checksum(runner.read_ledger(conn)[("core", "0001")].checksum)
+            applied = runner.apply(conn, migrations, log=lambda *_: None)
+            assert len(applied) == len(migrations) - 1
+            report = runner.verify(conn, migrations)
+        assert report.ok, report.problems()
+        refused(url, IMPORTER, "UPDATE hrms.core_auditlog SET run_id = 'x'", match="permission denied")
+    finally:
+        drop_database(pg_admin_url, name)

@@ -9,13 +9,14 @@ import psycopg
 import pytest
 
 from hrms_pipelines.resources import READER
-from hrms_pipelines import alerts, retries
+from hrms_pipelines import alerts, errors, retries
 
 
 def failed_run(instance: dg.DagsterInstance):
     @dg.op
+    @errors.error_boundary
     def load_payroll_file() -> None:
-        raise ValueError("payroll.csv row 7, column salary: 'abc' is not a number")
+        raise ValueError("payroll.csv row 7, column salary, value '98765.43': not a number (uploaded by ama.mensah@nhia.gov.gh)")
 
     @dg.job(name="payroll_load")
     def payroll_load() -> None:
@@ -48,7 +49,8 @@ def test_a_failed_run_is_recorded_with_job_step_error_and_link(hrms_db):
     assert len(rows) == 1
     run_id, job, step, error_class, message, url, delivered = rows[0]
     assert (run_id, job, step, error_class) == (result.run_id, "payroll_load", "load_payroll_file", "ValueError")
-    assert "row 7, column salary: 'abc' is not a number" in message
+    assert "row 7, column salary, value '#####.##': not a number (uploaded by a***@nhia.gov.gh)" in message
+    assert "98765.43" not in message and "ama.mensah" not in message
     assert url.endswith(f"/runs/{result.run_id}") and delivered == []
 
 
@@ -80,6 +82,7 @@ def test_a_webhook_notifier_delivers_the_alert_to_chat(hrms_db):
     payload = _Collector.received[0]
     assert payload["alert"]["job_name"] == "payroll_load" and payload["alert"]["step_key"] == "load_payroll_file"
     assert "HRMS run of payroll_load failed at step load_payroll_file" in payload["text"]
+    assert "98765.43" not in json.dumps(payload) and "ama.mensah" not in json.dumps(payload)
     with hrms_db.connection(READER) as conn:
         assert conn.execute("SELECT delivered_to FROM hrms.core_alert").fetchone()[0] == ["webhook"]
 

@@ -20,7 +20,7 @@ skipped: no backup is written and no materialization is recorded.
 import dagster as dg
 
 from hrms_pipelines.retries import transient_retries
-from hrms_pipelines import backups, settings
+from hrms_pipelines import backups, locks, settings
 from hrms_pipelines.imports import history, ladders, org, preview, records, schemas, summaries, users
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
@@ -47,8 +47,26 @@ def backup_key(stage: Stage) -> dg.AssetKey:
     return dg.AssetKey(f"backup_{stage.name}")
 
 
+def checked(options: ImportOptions) -> ImportOptions:
+    """The run's options once every file they name is a plain name and, where it exists, a regular
+    file (not a symlink, FIFO or device): the first step of a run refuses a bad one before any stage
+    writes. A missing file is left to its stage, which says so."""
+    try:
+        for name in options.names():
+            try:
+                settings.open_regular_file(options.directory(), name, "import file").close()
+            except FileNotFoundError:
+                pass
+    except (settings.UnsafeName, PermissionError) as exc:
+        raise dg.Failure(str(exc)) from None
+    return options
+
+
 def _log(context, options: ImportOptions, stage: str) -> StageLog:
-    return StageLog(context.log, options.log_file, stage)
+    try:
+        return StageLog(context.log, options.log_file, stage)
+    except (settings.UnsafeName, OSError) as exc:  # a planted symlink or FIFO, a full disk ...
+        raise dg.Failure(f"the log file cannot be opened: {exc}") from None
 
 
 def _selected_stages(context, from_stage: Stage) -> list[Stage]:
@@ -63,7 +81,11 @@ def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from
     stages = _selected_stages(context, from_stage)
     context.log.info(f"dry run of {', '.join(s.name for s in stages)}: one transaction, rolled back at the end; "
                      "no backup, no materialization")
-    results = dry_run(hrms_db, stages, options, run_id=context.run.run_id, log_for=lambda name: _log(context, options, name))
+    try:
+        results = dry_run(hrms_db, stages, options, run_id=context.run.run_id, log_for=lambda name: _log(context, options, name))
+    except locks.LockNotAvailable as exc:
+        context.log.error(str(exc))
+        raise dg.Failure(description=str(exc)) from None
     rows = []
     for result in results:
         c = result.counts
@@ -80,6 +102,11 @@ def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from
         if result.preview:
             context.log.info(f"dry run preview of the {result.stage} stage (sensitive values masked):\n\n"
                              + preview.markdown(result.preview))
+    failed = [r for r in results if r.message]
+    if failed:
+        # A dry run that would fail fails too (CI runs it to catch a bad file), after reporting every stage.
+        raise dg.Failure(f"dry run: the import would fail at the {failed[0].stage} stage (nothing was written):\n"
+                         f"{failed[0].message}")
 
 
 def _all_unchanged(hrms_db: HrmsDatabase, stage: Stage, options: ImportOptions) -> list[int] | None:
@@ -111,7 +138,7 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
     )
     @transient_retries
     def backup_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
-        options = hrms_import_options
+        options = checked(hrms_import_options)
         if options.dry_run:
             rehearse_stages(context, hrms_db, options, stage)
             return
@@ -155,7 +182,7 @@ def make_import_asset(stage: Stage):
     )
     @transient_retries
     def import_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
-        options = hrms_import_options
+        options = checked(hrms_import_options)
         if options.dry_run:
             rehearse_stages(context, hrms_db, options, stage)
             return
@@ -165,9 +192,9 @@ def make_import_asset(stage: Stage):
         except ImportFileError as exc:
             log.error(str(exc))
             raise dg.Failure(description=_described(exc), metadata=summaries.rejects_metadata(exc.rejects)) from None
-        except StageFailed as exc:
+        except (StageFailed, locks.LockNotAvailable) as exc:
             log.error(str(exc))
-            metadata = summaries.stage_metadata(exc.result) if exc.result else {}
+            metadata = summaries.stage_metadata(exc.result) if getattr(exc, "result", None) else {}
             raise dg.Failure(description=_described(exc), metadata=metadata) from None
         if not result.files:
             log.info("no file configured for this stage; nothing imported")

@@ -22,6 +22,7 @@ from hrms_pipelines.imports import summaries, validations
 from hrms_pipelines.imports.assets import GROUP
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import READER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 # Check names, one per validation (the same names as hrms_pipelines.imports.validations).
 CHECK_NAMES = tuple(v.name for v in validations.VALIDATIONS)
@@ -80,6 +81,7 @@ def make_check(validation: validations.Validation):
         + " In an import run: the rows the run changed (validated once, in the stage's transaction); "
           "in validate_hr_data: the whole tables.",
     )
+    @error_boundary
     def check(context: dg.AssetCheckExecutionContext, hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
         count, rows, scope = evaluate(context, hrms_db, validation)
         metadata = {"offending_rows": dg.MetadataValue.int(count), "scope": dg.MetadataValue.text(scope)}

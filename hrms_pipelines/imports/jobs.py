@@ -7,7 +7,7 @@
 import dagster as dg
 
 from hrms_pipelines.imports import checks
-from hrms_pipelines.imports.assets import GROUP, STAGES, rehearse_stages
+from hrms_pipelines.imports.assets import GROUP, STAGES, checked, rehearse_stages
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines import settings
 from hrms_pipelines.metadata import markdown_table
@@ -30,7 +30,7 @@ hrms_import = dg.define_asset_job(
 )
 @transient_retries
 def rehearse_import(context: dg.OpExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions) -> None:
-    options = hrms_import_options.model_copy(update={"dry_run": True})
+    options = checked(hrms_import_options).model_copy(update={"dry_run": True})
     rehearse_stages(context, hrms_db, options, STAGES[0])
 
 

@@ -10,6 +10,7 @@ leader is a rejected row.
 
 from __future__ import annotations
 
+from hrms_pipelines import settings
 from hrms_pipelines.imports import changes, formats, reader, rowhash, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, add, merge, sql_rejects, temp_table, zero
@@ -48,8 +49,8 @@ def classify(info: reader.FileInfo) -> formats.OrgKind:
     kind = formats.detect_org_kind(info.columns)
     if kind is None:
         raise reader.ImportFileError(
-            f"{info.name}: row 1 (header) does not say which organisation file this is; columns found: "
-            f"{', '.join(info.columns)}. A file is recognised by its code and name columns ({formats.org_detection_help()})."
+            f"{info.name}: row 1 (header) does not say which organisation file this is; columns found (excerpt): "
+            f"{settings.excerpt(', '.join(info.columns), 80)}. A file is recognised by its code and name columns ({formats.org_detection_help()})."
         )
     return kind
 

@@ -13,6 +13,7 @@ from hrms_pipelines.imports.jobs import hrms_import, validate_hr_data
 from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions, schedule_cron, schedule_timezone
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.resources import READER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 # The sample's organisation files name leaders before the users file creates them.
 NIGHTLY_OPTIONS = {"create_users": True}
@@ -40,6 +41,7 @@ def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[s
     execution_timezone=schedule_timezone(),
     description="Nightly import of the files in the import directory; skips when none changed.",
 )
+@error_boundary
 def hrms_import_nightly(context: dg.ScheduleEvaluationContext, hrms_db: HrmsDatabase):
     options = ImportOptions(**NIGHTLY_OPTIONS)
     directory = options.directory()
@@ -70,5 +72,6 @@ def hrms_import_nightly(context: dg.ScheduleEvaluationContext, hrms_db: HrmsData
     description="Whole-table validation of the HR data (validate_hr_data), Sundays 04:00 by default "
                 "(HRMS_VALIDATE_CRON). Stopped until turned on: the nightly import validates only what it changed.",
 )
+@error_boundary
 def validate_hr_data_weekly(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=None, tags={"hrms/scheduled": "true"})

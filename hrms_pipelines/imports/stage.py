@@ -103,7 +103,8 @@ class StageResult:
 
 
 class StageLog:
-    """Dagster's logger plus the optional log file; every operation goes through here."""
+    """Dagster's logger plus the optional log file; every operation goes through here. Both get the
+    same line, passed through privacy.scrub_text (a last line of defence: messages mask by column)."""
 
     def __init__(self, dagster_log=None, log_file: str = "", stage: str = ""):
         self.dagster_log = dagster_log
@@ -113,7 +114,7 @@ class StageLog:
             self.file_logger = _file_logger(log_file)
 
     def _emit(self, level: str, message: str) -> None:
-        text = f"[{self.stage}] {message}" if self.stage else message
+        text = privacy.scrub_text(f"[{self.stage}] {message}" if self.stage else message)
         if self.dagster_log is not None:
             getattr(self.dagster_log, level)(text)
         if self.file_logger is not None:
@@ -306,6 +307,13 @@ def run_validations(conn: psycopg.Connection, stage: str, result: StageResult, l
                           + "\n  - ".join(failed), result)
 
 
+def imports_lock(run_id: str | None, log: StageLog) -> locks.TransactionLock:
+    """The `imports` lock of a stage's (or a dry run's) transaction: taken as its first statement,
+    waited for up to HRMS_IMPORT_LOCK_WAIT when another import holds it (one started with
+    `dagster job execute`, which bypasses the run queue), saying whom it waits for."""
+    return locks.TransactionLock(locks.IMPORTS, settings.import_lock_wait(), log=log.info, run_id=run_id)
+
+
 def run(
     hrms_db: HrmsDatabase,
     stage: Stage,
@@ -327,9 +335,8 @@ def run(
             except ImportFileError:
                 unread.append(path)
                 raise
-        with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout) as conn:
-            with locks.transaction_lock(conn, locks.IMPORTS):
-                result = execute(conn, stage, options, run_id=run_id, log=log, infos=infos)
+        with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout, lock=imports_lock(run_id, log)) as conn:
+            result = execute(conn, stage, options, run_id=run_id, log=log, infos=infos)
         return result
     except Exception as exc:
         _record_failure(hrms_db, stage, options, infos, unread, run_id, exc, log)
@@ -367,21 +374,21 @@ def dry_run(
     would have written. Stops at the first failing stage (its result carries the failure)."""
     results: list[StageResult] = []
     try:
-        with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout) as conn:
-            with locks.transaction_lock(conn, locks.IMPORTS):
-                for stage in stages:
-                    log = log_for(stage.name)
-                    try:
-                        with conn.transaction():   # a savepoint: a failing stage leaves the earlier ones' rows visible
-                            results.append(execute(conn, stage, options, run_id=run_id, log=log, dry_run=True))
-                    except (ImportFileError, StageFailed) as exc:
-                        failed = getattr(exc, "result", None) or StageResult(stage=stage.name, dry_run=True)
-                        failed.message = str(exc)
-                        if isinstance(exc, ImportFileError):
-                            failed.rejects = exc.rejects
-                        results.append(failed)
-                        log.error(f"dry run: the stage would fail:\n{exc}")
-                        break
+        lock = imports_lock(run_id, log_for(stages[0].name) if stages else StageLog())
+        with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout, lock=lock) as conn:
+            for stage in stages:
+                log = log_for(stage.name)
+                try:
+                    with conn.transaction():   # a savepoint: a failing stage leaves the earlier ones' rows visible
+                        results.append(execute(conn, stage, options, run_id=run_id, log=log, dry_run=True))
+                except (ImportFileError, StageFailed) as exc:
+                    failed = getattr(exc, "result", None) or StageResult(stage=stage.name, dry_run=True)
+                    failed.message = str(exc)
+                    if isinstance(exc, ImportFileError):
+                        failed.rejects = exc.rejects
+                    results.append(failed)
+                    log.error(f"dry run: the stage would fail:\n{exc}")
+                    break
             raise _DryRunRollback()
     except _DryRunRollback:
         pass

@@ -4,7 +4,7 @@ for new and changed files).
 
     ops:
       check_migration_files:
-        config: {paths: [payroll/0004_x.up.sql], strict: true, app: payroll, json: false}
+        config: {paths: [payroll/0004_x.up.sql], strict: true, app: payroll, json: false, trace: true}
 
 Paths name files or app folders inside the deployment's migrations folder (HRMS_MIGRATIONS_DIR, else
 sql/migrations), relative to it: the job never reads SQL from anywhere else.
@@ -18,7 +18,12 @@ from pydantic import Field
 from hrms_pipelines import settings
 from hrms_pipelines.migrations.check import Options, UsageError, analyze_paths
 from hrms_pipelines.migrations.check.sizes import SizesError
-from hrms_pipelines.resources import READER, HrmsDatabase
+from hrms_pipelines.migrations.files import MigrationError
+from hrms_pipelines.migrations.trace import TraceError
+from hrms_pipelines.migrations.trace.check import is_embedded, traced_paths
+from hrms_pipelines.migrations.trace.metadata import trace_metadata
+from hrms_pipelines.resources import MIGRATOR, READER, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 
 class CheckMigrationsConfig(dg.Config):
@@ -35,6 +40,10 @@ class CheckMigrationsConfig(dg.Config):
     """Judge every file as a script run on its own (no runner transaction or timeouts)."""
     live_sizes: bool = False
     """Read live table sizes and the applied-migration ledger from the HR database."""
+    trace: bool = False
+    """Also rehearse the pending migrations on a scratch copy of the HR database's schema (on a private
+    PostgreSQL, never writing to the HR database) and report each statement's locks, rewrites and duration
+    beside the findings. Reads the HR database like live_sizes does."""
 
 
 def inside_migrations(raw: str) -> Path:
@@ -58,17 +67,30 @@ def inside_migrations(raw: str) -> Path:
     return walked
 
 
+def _traced(paths: list[Path], options: Options, hrms_db: HrmsDatabase):
+    """The analyzer and a rehearsal against the HR database: its ledger and sizes read as the reader, its
+    schema rebuilt on the scratch cluster from the ledger (the embedded server) or by pg_dump as the migrator
+    (a deployment's own PostgreSQL, which owns the HR schemas)."""
+    dump_url = None if is_embedded(hrms_db) else hrms_db.url(MIGRATOR)
+    with hrms_db.connection(READER, autocommit=True) as conn:
+        return traced_paths(paths, options=options, conn=conn, dump_url=dump_url,
+                            target_display=hrms_db.display_url(MIGRATOR))
+
+
 @dg.op(description="Run the migration safety analyzer; fail on DANGER findings (WARNING too when strict).")
+@error_boundary
 def check_migration_files(context: dg.OpExecutionContext, config: CheckMigrationsConfig, hrms_db: HrmsDatabase) -> None:
     options = Options(strict=config.strict, app=config.app, standalone=config.standalone)
     try:
         paths = [inside_migrations(p) for p in config.paths]
-        if config.live_sizes:
+        if config.trace:
+            report = _traced(paths, options, hrms_db)
+        elif config.live_sizes:
             with hrms_db.connection(READER, autocommit=True) as conn:
                 report = analyze_paths(paths, options=options, conn=conn)
         else:
             report = analyze_paths(paths, options=options)
-    except (UsageError, SizesError) as exc:
+    except (UsageError, SizesError, MigrationError, TraceError) as exc:
         raise dg.Failure(f"cannot check migrations: {exc}") from exc
     context.log.info(report.to_text())
     if config.json_output:
@@ -82,6 +104,8 @@ def check_migration_files(context: dg.OpExecutionContext, config: CheckMigration
     }
     if config.json_output:
         metadata["findings_json"] = dg.MetadataValue.json([f.as_dict() for f in report.findings])
+    if report.trace is not None:
+        metadata.update(trace_metadata(report.trace))
     context.add_output_metadata(metadata)
     if report.failing:
         lines = [f"{f.path}:{f.line}:{f.column}: {f.severity.value} {f.rule}: {f.message}" for f in report.failing]

@@ -26,7 +26,12 @@ class Verdict:
 
     def metadata(self) -> dict:
         counts = self.report.counts()
-        return {
+        traced = {}
+        if self.report.trace is not None:
+            from hrms_pipelines.migrations.trace.metadata import trace_metadata
+
+            traced = trace_metadata(self.report.trace)
+        return {**traced,
             "refused": len(self.refused),
             "findings": len(self.report.findings),
             "danger": counts["danger"],
@@ -49,15 +54,26 @@ class Verdict:
 
 
 def check_pending(migrations: list[files.Migration], pending: list[files.Migration], *, strict: bool, database,
-                  log) -> Verdict:
-    """`migrations`: every migration, in order (earlier ones teach the analyzer); `pending`: those judged."""
+                  log, trace: bool = False, timeouts=None) -> Verdict:
+    """`migrations`: every migration, in order (earlier ones teach the analyzer); `pending`: those judged.
+    `trace`: also rehearse them on a scratch copy of the database's schema (apply_migrations' dry run)."""
     if not pending:
         return Verdict()
     with database.connection(MIGRATOR, autocommit=True) as conn:
         sizes = TableSizes.load(conn=conn)
         applied = applied_keys(conn)
+        if trace:
+            from hrms_pipelines.migrations.trace.check import is_embedded, target_of
+
+            target = target_of(conn, sizes=sizes, dump_url=None if is_embedded(database) else database.url(MIGRATOR),
+                               display=database.display_url(MIGRATOR))
     report = analyze_migrations(migrations, sizes=sizes, selected={m.key for m in pending}, applied=applied,
                                 options=Options(strict=strict))
+    if trace:
+        from hrms_pipelines.migrations.trace.check import trace_into
+
+        result = trace_into(report, migrations, target, selected={m.key for m in pending}, timeouts=timeouts)
+        log.info(result.to_text())
     if report.findings:
         log.info("migration safety findings:\n" + report.to_text())
     else:

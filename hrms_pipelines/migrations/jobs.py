@@ -19,13 +19,16 @@ from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.migrations import files, gate, runner
+from hrms_pipelines.migrations.trace import TraceError
 from hrms_pipelines.resources import MIGRATOR, HrmsDatabase
+from hrms_pipelines.errors import error_boundary
 
 
 
 class ApplyMigrationsConfig(dg.Config):
     dry_run: bool = False
-    """Print the plan and change nothing."""
+    """Print the plan and change nothing: the pending migrations are rehearsed on a scratch copy of the
+    database's schema (trace mode) and each statement's locks, rewrites and duration reported."""
     app: str | None = None
     """Only this app's pending migrations (and the ones of other apps they depend on)."""
     lock_timeout: str = runner.DEFAULT_LOCK_TIMEOUT
@@ -56,6 +59,7 @@ def _by_label(migrations: list[files.Migration], labels: list[str]) -> list[file
 
 
 @dg.op(description="List the pending migrations in dependency order; refuse when an applied file changed.")
+@error_boundary
 def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfig, hrms_db: HrmsDatabase) -> MigrationPlan:
     migrations = _migrations()
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
@@ -71,11 +75,18 @@ def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfi
     return MigrationPlan(settings=config.model_dump(), pending=[m.label for m in pending])
 
 
-@dg.op(description="Run the migration safety analyzer over the pending files; refuse failing findings.")
+@dg.op(description="Run the migration safety analyzer over the pending files (and, in a dry run, rehearse them on a "
+                   "scratch copy of the schema); refuse failing findings.")
+@error_boundary
 def check_migration_safety(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> MigrationPlan:
     migrations = _migrations()
-    verdict = gate.check_pending(migrations, _by_label(migrations, plan.pending), strict=plan.settings["strict"],
-                                 database=hrms_db, log=context.log)
+    dry_run = plan.settings["dry_run"]
+    timeouts = runner.Timeouts(plan.settings["lock_timeout"], plan.settings["statement_timeout"])
+    try:
+        verdict = gate.check_pending(migrations, _by_label(migrations, plan.pending), strict=plan.settings["strict"],
+                                     database=hrms_db, log=context.log, trace=dry_run, timeouts=timeouts)
+    except (files.MigrationError, TraceError) as exc:
+        raise dg.Failure(f"the dry run could not rehearse the pending migrations: {exc}") from exc
     context.add_output_metadata(verdict.metadata())
     if verdict.refused:
         message = verdict.refusal_message()
@@ -113,6 +124,7 @@ def apply_planned_migrations(context: dg.OpExecutionContext, plan: MigrationPlan
 
 
 @dg.op(description="Verify: nothing pending, checksums match, tables present, no INVALID index, FKs validated.")
+@error_boundary
 def verify_migrations(context: dg.OpExecutionContext, plan: MigrationPlan, hrms_db: HrmsDatabase) -> None:
     if plan.settings["dry_run"]:
         return
@@ -168,6 +180,7 @@ def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsCon
 
 
 @dg.op(description="System checks after a revert: no INVALID index, every foreign key validated, files unchanged.")
+@error_boundary
 def verify_after_revert(context: dg.OpExecutionContext, target: str, hrms_db: HrmsDatabase) -> None:
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         report = runner.verify(conn, _migrations())

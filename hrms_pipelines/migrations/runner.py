@@ -13,7 +13,6 @@ Two runners never interleave: the whole run holds a session advisory lock.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +21,21 @@ from datetime import datetime
 import psycopg
 from pglast import ast, parse_sql
 from pglast.enums import ObjectType
-from pglast.visitors import Visitor
 
 from hrms_pipelines import locks, settings
-from hrms_pipelines.migrations.files import Migration, MigrationError, Statement, check_app
+from hrms_pipelines.migrations.execute import (  # noqa: F401 (Timeouts, Observer: the runner's API)
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    PLAIN,
+    Observer,
+    Timeouts,
+    execute_file,
+    reset_session,
+    set_local_timeouts,
+)
+from hrms_pipelines.migrations.files import Migration, MigrationError, check_app
 
 LEDGER = f"{settings.META_SCHEMA}.migration_ledger"
-DEFAULT_LOCK_TIMEOUT = "10s"
-DEFAULT_STATEMENT_TIMEOUT = "30s"
 DEFAULT_RUNNER_WAIT = "5min"
 
 LEDGER_DDL = f"""
@@ -56,12 +62,6 @@ class LedgerRow:
     applied_at: datetime
     duration_ms: int
     run_id: str | None
-
-
-@dataclass
-class Timeouts:
-    lock_timeout: str = DEFAULT_LOCK_TIMEOUT
-    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
 
 
 @dataclass
@@ -151,94 +151,6 @@ def plan(migrations: Sequence[Migration], ledger: dict[tuple[str, str], LedgerRo
 
 
 # --------------------------------------------------------------------------------------------
-# Running statements with errors that say where
-
-
-class _RelationNames(Visitor):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def visit_RangeVar(self, ancestors, node: ast.RangeVar) -> None:  # noqa: N802 (pglast's naming)
-        name = f"{node.schemaname}.{node.relname}" if node.schemaname else node.relname
-        if name not in self.names:
-            self.names.append(name)
-
-
-def relations_of(statement_sql: str) -> list[str]:
-    try:
-        visitor = _RelationNames()
-        visitor(parse_sql(statement_sql))
-        return visitor.names
-    except Exception:  # noqa: BLE001 - naming tables is a courtesy, never a new failure
-        return []
-
-
-def _describe_error(exc: psycopg.Error, migration_file, statement: Statement, timeouts: Timeouts) -> str:
-    diag = exc.diag
-    line = statement.line
-    position = diag.statement_position
-    if position and position.isdigit():
-        line += statement.sql.count("\n", 0, int(position) - 1)
-    message = diag.message_primary or str(exc).strip()
-    tables = relations_of(statement.sql)
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        message += f" (lock_timeout {timeouts.lock_timeout}"
-        message += f"; waiting for a lock on {', '.join(tables)})" if tables else ")"
-        message += ". Another session holds a conflicting lock: retry when it is gone, or raise lock_timeout."
-    elif isinstance(exc, psycopg.errors.QueryCanceled):
-        message += f" (statement_timeout {timeouts.statement_timeout}"
-        message += f"; on {', '.join(tables)})" if tables else ")"
-        message += ". Split the work (batched backfill, CONCURRENTLY) or raise statement_timeout for this run."
-    parts = [f"{migration_file.path}:{line}: {message}"]
-    if diag.message_detail:
-        parts.append(f"DETAIL: {diag.message_detail}")
-    if diag.message_hint:
-        parts.append(f"HINT: {diag.message_hint}")
-    first_line = statement.sql.strip().splitlines()[0] if statement.sql.strip() else ""
-    parts.append(f"statement: {first_line[:200]}")
-    return "\n".join(parts)
-
-
-TRANSACTION_CONTROL = re.compile(r"^(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
-
-
-def _execute_file(conn: psycopg.Connection, migration_file, timeouts: Timeouts, *, transactional: bool) -> None:
-    statements = migration_file.statements()  # parse the whole file before running any of it
-    if transactional:
-        for statement in statements:
-            if TRANSACTION_CONTROL.match(statement.sql.lstrip()):
-                raise MigrationError(
-                    f"{migration_file.path}:{statement.line}: explicit transaction control "
-                    f"({statement.sql.split()[0].upper()}) in a transactional migration: the runner already runs "
-                    "each migration in its own transaction. Remove it, or mark the file "
-                    "`-- hrms:non-transactional` if it must manage transactions itself."
-                )
-    for statement in statements:
-        try:
-            if transactional:
-                conn.execute(statement.sql, prepare=False)
-            else:
-                _set_session_timeouts(conn, timeouts)
-                conn.execute(statement.sql, prepare=False)
-        except psycopg.Error as exc:
-            raise MigrationError(_describe_error(exc, migration_file, statement, timeouts)) from exc
-
-
-def _set_session_timeouts(conn: psycopg.Connection, timeouts: Timeouts) -> None:
-    conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                 [timeouts.lock_timeout, timeouts.statement_timeout])
-
-
-def _set_local_timeouts(conn: psycopg.Connection, timeouts: Timeouts) -> None:
-    conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                 [timeouts.lock_timeout, timeouts.statement_timeout])
-
-
-def _reset_session(conn: psycopg.Connection) -> None:
-    conn.execute("RESET lock_timeout; RESET statement_timeout")
-
-
-# --------------------------------------------------------------------------------------------
 # Apply and revert
 
 
@@ -251,6 +163,7 @@ def apply(
     run_id: str | None = None,
     runner_wait: str = DEFAULT_RUNNER_WAIT,
     log=print,
+    observer: Observer = PLAIN,
 ) -> list[Applied]:
     """Apply every pending migration (of `app`, when given) in order; stops at the first failure.
 
@@ -264,23 +177,24 @@ def apply(
         done: list[Applied] = []
         for migration in pending:
             log(f"applying {migration.label}{'' if migration.transactional else ' (non-transactional)'}")
+            observer.migration(migration, "up")
             started = time.monotonic()
             if migration.transactional:
                 with conn.transaction():
-                    _set_local_timeouts(conn, timeouts)
-                    _execute_file(conn, migration.up, timeouts, transactional=True)
+                    set_local_timeouts(conn, timeouts)
+                    execute_file(conn, migration.up, timeouts, transactional=True, observer=observer, log=log)
                     duration_ms = int((time.monotonic() - started) * 1000)
                     _write_ledger(conn, migration, duration_ms, run_id)
             else:
                 try:
-                    _execute_file(conn, migration.up, timeouts, transactional=False)
+                    execute_file(conn, migration.up, timeouts, transactional=False, observer=observer, log=log)
                 except MigrationError as exc:
                     raise MigrationError(
                         f"{exc}\n{migration.label} is non-transactional: statements before the failing one stay "
                         "applied. Its statements should be idempotent (IF NOT EXISTS); fix the cause and run again."
                     ) from exc
                 finally:
-                    _reset_session(conn)
+                    reset_session(conn)
                 duration_ms = int((time.monotonic() - started) * 1000)
                 with conn.transaction():
                     _write_ledger(conn, migration, duration_ms, run_id)
@@ -355,14 +269,14 @@ def revert(
             log(f"reverting {migration.label}")
             if migration.down.transactional:
                 with conn.transaction():
-                    _set_local_timeouts(conn, timeouts)
-                    _execute_file(conn, migration.down, timeouts, transactional=True)
+                    set_local_timeouts(conn, timeouts)
+                    execute_file(conn, migration.down, timeouts, transactional=True, log=log)
                     conn.execute(f"DELETE FROM {LEDGER} WHERE app = %s AND version = %s", list(migration.key))
             else:
                 try:
-                    _execute_file(conn, migration.down, timeouts, transactional=False)
+                    execute_file(conn, migration.down, timeouts, transactional=False, log=log)
                 finally:
-                    _reset_session(conn)
+                    reset_session(conn)
                 with conn.transaction():
                     conn.execute(f"DELETE FROM {LEDGER} WHERE app = %s AND version = %s", list(migration.key))
             log(f"reverted {migration.label}")

@@ -19,6 +19,7 @@ import dagster as dg
 
 from hrms_pipelines import settings
 from hrms_pipelines.migrations.check_job import check_migrations
+from hrms_pipelines.errors import error_boundary
 
 
 def file_hashes(root) -> dict[str, str]:
@@ -37,6 +38,7 @@ def file_hashes(root) -> dict[str, str]:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Checks new and changed files under sql/migrations with the migration safety analyzer.",
 )
+@error_boundary
 def migration_files_sensor(context: dg.SensorEvaluationContext):
     root = settings.migrations_dir()
     current = file_hashes(root)

@@ -7,6 +7,7 @@ from hrms_pipelines.resources import HrmsDatabase
 from hrms_pipelines.seeding import fixtures, loader
 from hrms_pipelines.seeding.assets import SEED_ASSET
 from hrms_pipelines.seeding.partitions import seed_partitions
+from hrms_pipelines.errors import error_boundary
 
 FIXTURE_ROWS_PRESENT = "fixture_rows_present"
 
@@ -18,6 +19,7 @@ def build_fixture_rows_present_check(environment: str | None = None) -> dg.Asset
         partitions_def=seed_partitions(environment),
         description="Every row of the fixture file (by natural key) is in its table.",
     )
+    @error_boundary
     def fixture_rows_present(context: dg.AssetCheckExecutionContext, hrms_db: HrmsDatabase) -> dg.AssetCheckResult:
         fixture = fixtures.get(context.partition_key)
         rows_in_file, missing = loader.missing_natural_keys(hrms_db, fixture)

@@ -15,6 +15,7 @@ from hrms_pipelines.resources import HrmsDatabase
 from hrms_pipelines.seeding import fixtures, loader
 from hrms_pipelines.seeding.assets import SEED_ASSET, result_metadata
 from hrms_pipelines.seeding.fixtures import FixtureError
+from hrms_pipelines.errors import error_boundary
 
 seed_reference_data = dg.define_asset_job(
     "seed_reference_data",
@@ -67,6 +68,7 @@ def load_environment_fixtures(
 
 
 @dg.op(description="Every natural key of every loaded fixture file is present in its table.")
+@error_boundary
 def verify_environment_fixtures(context: dg.OpExecutionContext, loaded: list[str], hrms_db: HrmsDatabase) -> None:
     problems = []
     for key in loaded:

@@ -237,28 +237,30 @@ def load_fixtures(
     files = [fx.read(fixture, directory) for fixture in ordered]
 
     results: list[FixtureResult] = []
-    with hrms_db.connection(IMPORTER) as conn:
-        with local_transaction(conn, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT,
-                               force_rollback=dry_run):
-            try:
-                with locks.transaction_lock(conn, locks.SEEDS):
-                    for rows in files:
-                        stage_name = stage(conn, rows)
-                        inserted = insert(conn, rows, stage_name, run_id=run_id)
-                        result = FixtureResult(rows.fixture, len(rows.rows), inserted)
-                        if rows.fixture.key == "roles":
-                            result.notes["permission grants"] = grant_role_permissions(conn, rows, stage_name, inserted)
-                        results.append(result)
-                        verb = "would insert" if dry_run else "inserted"
-                        log(f"{rows.fixture.key}: {len(rows.rows)} row(s) in {rows.path.name}, {verb} {len(inserted)}, "
-                            f"{result.already_present} already present")
-            except locks.LockNotAvailable as exc:
-                raise FixtureError(str(exc)) from None
-            except psycopg.errors.LockNotAvailable as exc:
-                raise FixtureError(
-                    f"a table the seed writes is locked by another session (lock_timeout {LOCK_TIMEOUT}): "
-                    f"{exc.diag.message_primary}; try again when it is free"
-                ) from None
+    # Taken as the transaction's first statement; a second seed started outside the run queue waits
+    # for it up to HRMS_IMPORT_LOCK_WAIT (hrms_pipelines.locks).
+    lock = locks.TransactionLock(locks.SEEDS, settings.import_lock_wait(), log=log, run_id=run_id)
+    try:
+        with hrms_db.connection(IMPORTER) as conn:
+            with local_transaction(conn, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT,
+                                   force_rollback=dry_run, lock=lock):
+                for rows in files:
+                    stage_name = stage(conn, rows)
+                    inserted = insert(conn, rows, stage_name, run_id=run_id)
+                    result = FixtureResult(rows.fixture, len(rows.rows), inserted)
+                    if rows.fixture.key == "roles":
+                        result.notes["permission grants"] = grant_role_permissions(conn, rows, stage_name, inserted)
+                    results.append(result)
+                    verb = "would insert" if dry_run else "inserted"
+                    log(f"{rows.fixture.key}: {len(rows.rows)} row(s) in {rows.path.name}, {verb} {len(inserted)}, "
+                        f"{result.already_present} already present")
+    except locks.LockNotAvailable as exc:
+        raise FixtureError(str(exc)) from None
+    except psycopg.errors.LockNotAvailable as exc:
+        raise FixtureError(
+            f"a table the seed writes is locked by another session (lock_timeout {LOCK_TIMEOUT}): "
+            f"{exc.diag.message_primary}; try again when it is free"
+        ) from None
     return results
 
 

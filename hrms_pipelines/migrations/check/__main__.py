@@ -29,8 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read live table sizes (pg_class.reltuples) and the applied-migration ledger from this database")
     parser.add_argument("--threshold", type=int, help="rows from which a table is large (default from sql/table_sizes.yaml: 100000)")
     parser.add_argument("--sizes", type=Path, help="table size reference (default sql/table_sizes.yaml)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also rehearse the migrations on a scratch PostgreSQL (the bundled one) and report each "
+                             "statement's locks, rewrites and duration beside the findings; with --database, on a copy "
+                             "of that database's schema (pg_dump --schema-only), never writing to it")
     parser.add_argument("--rules", action="store_true", help="list the rules and exit")
     return parser
+
+
+def _trace_errors(tracing: bool) -> tuple[type[Exception], ...]:
+    if not tracing:
+        return ()
+    from hrms_pipelines.migrations.files import MigrationError
+    from hrms_pipelines.migrations.trace import TraceError
+
+    return (TraceError, MigrationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     options = Options(strict=args.strict, app=args.app, standalone=args.standalone,
                       threshold=args.threshold, sizes_file=args.sizes)
+    analyze = analyze_paths
+    extra: dict = {}
+    if args.trace:
+        from hrms_pipelines.migrations.trace.check import traced_paths
+        from hrms_pipelines.resources import redact
+
+        analyze = traced_paths
+        if args.database:
+            extra = {"dump_url": args.database, "target_display": redact(args.database)}
     try:
         if args.database:
             import psycopg
@@ -49,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             except psycopg.Error as exc:
                 raise UsageError(f"cannot connect to --database: {str(exc).strip().splitlines()[0]}") from exc
             with conn:
-                report = analyze_paths(args.paths, migrations_dir=args.migrations_dir, options=options, conn=conn)
+                report = analyze(args.paths, migrations_dir=args.migrations_dir, options=options, conn=conn, **extra)
         else:
-            report = analyze_paths(args.paths, migrations_dir=args.migrations_dir, options=options)
-    except (UsageError, SizesError) as exc:
+            report = analyze(args.paths, migrations_dir=args.migrations_dir, options=options)
+    except (UsageError, SizesError, *_trace_errors(args.trace)) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.to_json() if args.json else report.to_text())

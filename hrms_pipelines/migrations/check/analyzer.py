@@ -39,6 +39,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     strict: bool = False
+    trace: object | None = None  # trace mode: a hrms_pipelines.migrations.trace.TraceResult
 
     @property
     def failing(self) -> list[Finding]:
@@ -73,18 +74,29 @@ class Report:
                 if f.statement:
                     out.append(f"    statement: {f.statement}")
                 out.append(f"    fix: {f.fix}")
+            if f.trace is not None:
+                out.append(f"    trace: {f.trace['status']}: {f.trace['observed']}")
+        if self.trace is not None:
+            out.append(self.trace.to_text())
         out.append(self.summary())
         return "\n".join(out)
 
     def to_json(self) -> str:
-        return json.dumps({"strict": self.strict, **self.counts(), "findings": [f.as_dict() for f in self.findings]}, indent=2)
+        data = {"strict": self.strict, **self.counts(), "findings": [f.as_dict() for f in self.findings]}
+        if self.trace is not None:
+            data["trace"] = self.trace.as_dict()
+        return json.dumps(data, indent=2, default=str)
 
     def to_markdown(self, limit: int | None = 200) -> str:
+        traced = self.trace is not None
         rows = [[f"{f.path}:{f.line}:{f.column}", f.severity.value + (" (allowed)" if f.suppressed is not None else ""),
-                 f.rule, f.message, f.suppressed if f.suppressed is not None else f.fix] for f in self.findings]
+                 f.rule, f.message, f.suppressed if f.suppressed is not None else f.fix]
+                + ([f"{f.trace['status']}: {f.trace['observed']}" if f.trace else ""] if traced else [])
+                for f in self.findings]
         if not rows:
             return "no findings"
-        return markdown_table(["where", "severity", "rule", "why", "fix / allowed because"], rows, limit=limit)
+        headers = ["where", "severity", "rule", "why", "fix / allowed because"] + (["trace"] if traced else [])
+        return markdown_table(headers, rows, limit=limit)
 
 
 @dataclass
@@ -117,10 +129,13 @@ def _read(file: files.MigrationFile) -> bytes:
         raise UsageError(f"{file.path}: cannot read: {exc.strerror or exc}") from exc
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     """The path as a developer types it: relative to the working directory when inside it."""
     text, cwd = os.path.abspath(path), os.getcwd() + os.sep
     return text[len(cwd):] if text.startswith(cwd) else text
+
+
+_display = display_path
 
 
 def analyze_migrations(

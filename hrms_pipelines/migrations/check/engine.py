@@ -16,7 +16,7 @@ from pglast import parser as pg_parser
 
 from hrms_pipelines.migrations.check import rules as rule_registry
 from hrms_pipelines.migrations.check.model import FileState, Finding, Rule, Severity, Statement
-from hrms_pipelines.migrations.check.rules import _sql
+from hrms_pipelines.migrations.check.rules import _plpgsql, _sql
 
 ALLOW = re.compile(r"--[ \t]*hrms:allow\b(?P<body>[^\n]*)")
 ALLOW_BODY = re.compile(
@@ -108,10 +108,14 @@ def _finding(result: FileResult, lines: _Lines | None, rule: Rule, offset: int, 
              severity: Severity | None = None, statement: Statement | None = None) -> Finding:
     line, column = lines(offset) if lines else (1, 1)
     message = rule.why + (f" {detail}" if detail else "")
+    shown = ""
+    if lines and statement:
+        # a finding deep inside a statement (a line of a DO block) shows that line, not the statement's first
+        start = offset if statement.start < offset < statement.end and lines(statement.start)[0] != line else statement.start
+        shown = lines.snippet(start, statement.end)
     return Finding(
         path=result.path, line=line, column=column, rule=rule.id, severity=severity or rule.severity,
-        message=message, fix=rule.fix,
-        statement=lines.snippet(statement.start, statement.end) if (lines and statement) else "", offset=offset,
+        message=message, fix=rule.fix, statement=shown, offset=offset,
     )
 
 
@@ -171,12 +175,16 @@ def analyze_text(
     dispatch = rule_registry.BY_NODE_TYPE
     everywhere = rule_registry.EVERY_STATEMENT
     for stmt in statements:
+        if stmt.kind in rule_registry.WITH_BODIES:
+            stmt.inner = _plpgsql.inner_statements(stmt, lines)
         for rule in (*dispatch.get(stmt.kind, ()), *everywhere):
             if down and not rule.in_down_files:
                 continue
             for hit in rule.check(stmt, state):
                 result.findings.append(_finding(result, lines, rule, hit.location, detail=hit.detail,
                                                 severity=hit.severity, statement=stmt))
+        if stmt.inner:
+            _check_bodies(result, lines, stmt, state)
         _apply_effects(stmt, state, catalog, mode, learn)
     result.created_tables = state.new_tables - set(new_tables or ())
     if state.in_transaction and mode != RUNNER_TRANSACTIONAL and statements:
@@ -185,6 +193,22 @@ def analyze_text(
         result.findings.append(_finding(result, lines, rule, last.start, statement=last))
     result.suppressions = _suppressions(text, lines) if "hrms:allow" in text else []
     return result
+
+
+def _check_bodies(result: FileResult, lines: _Lines, stmt: Statement, state: FileState) -> None:
+    """The escalation rules over the statements inside a DO block or a function body, each finding at
+    the line of the inner statement."""
+    escalation = rule_registry.ESCALATION_BY_NODE_TYPE
+    for inner in stmt.inner:
+        end = inner.offset + len(inner.shown)
+        for kind, node in inner.statements:
+            nested = Statement(kind=kind, node=node, start=inner.offset, end=end)
+            for rule in escalation.get(kind, ()):
+                for hit in rule.check(nested, state):
+                    how = "runs dynamic SQL that reads" if inner.dynamic else "runs"
+                    detail = f"Inside the {inner.context}, which {how} `{inner.shown}`: {hit.detail}"
+                    result.findings.append(_finding(result, lines, rule, inner.offset, detail=detail,
+                                                    severity=hit.severity, statement=nested))
 
 
 def _timeout_value(node: dict) -> bool:
@@ -335,12 +359,19 @@ def finalize(result: FileResult, *, file_findings: list[Finding] = (), report_un
             extra.append(_suppression_finding(result, "unused-suppression", line, column, sup,
                                               f"`{sup.raw}` names {what}; rule ids: `python -m hrms_pipelines.migrations.check --rules`."))
             continue
+        escalations = [r for r in sup.rules if registry[r].escalation]
+        if escalations:  # never allowed from inside the file under review
+            extra.append(_suppression_finding(
+                result, "suppressed-escalation", line, column, sup,
+                f"`{sup.raw}` tries to allow {', '.join(escalations)}; ignored, the finding stays DANGER."))
+            if len(escalations) == len(sup.rules):
+                continue
         if sup.reason is None:
             extra.append(_suppression_finding(result, "suppression-without-reason", line, column, sup,
                                               f"`{sup.raw}` has no `reason: <text>`, so it suppresses nothing."))
             continue
         for finding in result.findings:
-            if finding.rule not in sup.rules or finding.suppressed is not None:
+            if finding.rule not in sup.rules or finding.suppressed is not None or finding.rule in escalations:
                 continue
             if finding.offset is None:  # about the whole file: suppressed from the header
                 applies = sup.offset < result.header_end
@@ -349,12 +380,24 @@ def finalize(result: FileResult, *, file_findings: list[Finding] = (), report_un
             if applies:
                 finding.suppressed = sup.reason
                 sup.used = True
-        if not sup.used and report_unused and not unparsed:
+        traced_only = all(registry[r].found_by_trace for r in sup.rules)  # trace mode judges those
+        if not sup.used and report_unused and not unparsed and not traced_only:
             extra.append(_suppression_finding(result, "unused-suppression", line, column, sup,
                                               f"`{sup.raw}` suppresses nothing here: no {', '.join(sup.rules)} finding on this statement."))
     result.findings.extend(extra)
     result.findings.sort(key=lambda f: (f.line, f.column, f.rule))
     return result
+
+
+def suppression_reason(result: FileResult, rule_id: str, offset: int) -> str | None:
+    """The reason of a suppression with a reason that names `rule_id` on the statement at byte
+    `offset` (trace mode's findings are suppressed like the analyzer's own)."""
+    index = _owner(result, offset)
+    for sup in result.suppressions:
+        if rule_id in sup.rules and sup.reason and index is not None and _owner(result, sup.offset) == index:
+            sup.used = True
+            return sup.reason
+    return None
 
 
 def _suppression_finding(result: FileResult, rule_id: str, line: int, column: int, sup: Suppression, detail: str) -> Finding:

@@ -23,6 +23,17 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """What a lock rule claims PostgreSQL does with the statement it flags, for trace mode to check:
+    the weakest lock it takes on an existing table (pg_locks' name, e.g. "AccessExclusiveLock") and
+    the work it does under it: "rewrite" (a new relfilenode), "scan" (reads every row), "build" (an
+    index built from every row), or None (a catalogue change)."""
+
+    lock: str
+    work: str | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     """One lint rule: its stable id, default severity, why the SQL is dangerous, the safe
     alternative, and a bad and a good example (each a whole migration file run by the runner)."""
@@ -40,6 +51,11 @@ class Rule:
     # up migration is what a down file is for.
     in_down_files: bool = False
     squawk: str | None = None  # the squawk rule this one matches, when there is one
+    # A privilege escalation: the file under review cannot allow it with `-- hrms:allow` (the attempt is
+    # itself reported), and the rule also looks inside DO blocks and function bodies.
+    escalation: bool = False
+    predicts: Prediction | None = None  # lock rules: what trace mode should observe
+    found_by_trace: bool = False  # reported by trace mode (a rehearsal on a real PostgreSQL), not by parsing
 
 
 @dataclass
@@ -55,6 +71,8 @@ class Finding:
     suppressed: str | None = None  # the reason, when an `-- hrms:allow` comment suppresses it
     migration: str = ""  # label of the migration the file belongs to ("payroll/0002_name"), if any
     offset: int | None = field(default=None, repr=False, compare=False)  # byte offset; None: the whole file
+    # trace mode: {"status": confirmed | harmless | mismatch | not traced, "observed": what the trace saw}
+    trace: dict | None = None
 
     def fails(self, strict: bool) -> bool:
         return self.suppressed is None and (self.severity is Severity.DANGER or strict)
@@ -64,6 +82,7 @@ class Finding:
             "path": self.path, "line": self.line, "column": self.column, "rule": self.rule,
             "severity": self.severity.value, "message": self.message, "fix": self.fix,
             "statement": self.statement, "suppressed": self.suppressed, "migration": self.migration,
+            **({"trace": self.trace} if self.trace is not None else {}),
         }
 
 
@@ -75,6 +94,7 @@ class Statement:
     node: dict
     start: int
     end: int
+    inner: list | None = None  # DO blocks and functions: the statements in their body (rules._plpgsql.Inner)
 
 
 @dataclass
@@ -101,6 +121,8 @@ class FileState:
     pending_not_null: dict[tuple[str, str], str] = field(default_factory=dict)
     validated_here: set[tuple[str, str]] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)  # report-once rules already reported
+    # prefer-robust-stmts: constraint names dropped (IF EXISTS) in this file, and whether re-added since
+    dropped_constraints: dict[str, bool] = field(default_factory=dict)
 
     def is_new(self, table: str) -> bool:
         return table in self.new_tables or table.rsplit(".", 1)[-1] in self.new_tables

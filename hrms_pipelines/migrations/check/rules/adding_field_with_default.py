@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 SERIAL_TYPES = {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
@@ -46,4 +46,5 @@ RULE = Rule(
          "ALTER TABLE hrms.payroll_payslip ALTER COLUMN public_id SET DEFAULT gen_random_uuid();\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "rewrite"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -30,4 +30,5 @@ RULE = Rule(
          "CHECK (status IS NOT NULL) NOT VALID;\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "scan"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -26,4 +26,5 @@ RULE = Rule(
     good="ALTER TABLE hrms.employees_employee ADD COLUMN grade_code text;\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "scan"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -22,4 +22,5 @@ RULE = Rule(
          "PRIMARY KEY USING INDEX core_backfillcheckpoint_id_idx;\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("ShareLock", "build"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -6,8 +6,7 @@ def check(stmt, state):
     tables = [_sql.relation(r.get("RangeVar")) for r in stmt.node.get("relations", ())]
     existing = [t for t in tables if not state.is_new(t)]
     if existing:
-        cascade = " CASCADE also empties every table that references them." if stmt.node.get("behavior") == "DROP_CASCADE" else ""
-        yield Hit(stmt.start, "Empties " + ", ".join(state.size_note(t) for t in existing) + "." + cascade)
+        yield Hit(stmt.start, "Empties " + ", ".join(state.size_note(t) for t in existing) + ".")
 
 
 RULE = Rule(
@@ -21,4 +20,5 @@ RULE = Rule(
     good="CREATE TABLE hrms.imports_scratch (id bigint PRIMARY KEY);\nTRUNCATE hrms.imports_scratch;\n",
     node_types=("TruncateStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "rewrite"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -23,4 +23,5 @@ RULE = Rule(
     good="UPDATE hrms.employees_employee SET status = 'active' WHERE id BETWEEN 1 AND 1000 AND status IS NULL;\n",
     node_types=("UpdateStmt", "DeleteStmt"),
     check=check,
+    predicts=Prediction("RowExclusiveLock", "scan"),
 )

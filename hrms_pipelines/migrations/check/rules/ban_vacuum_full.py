@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -29,4 +29,5 @@ RULE = Rule(
     good="-- hrms:non-transactional\nVACUUM (ANALYZE) hrms.core_auditlog;\n",
     node_types=("VacuumStmt", "ClusterStmt"),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "rewrite"),
 )

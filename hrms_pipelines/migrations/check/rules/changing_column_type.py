@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -19,10 +19,11 @@ RULE = Rule(
         "table and its indexes (blocking reads and writes throughout), and can break clients that read "
         "the column.",
     fix="Expand/contract: add a column of the new type, write both, backfill in batches, switch reads, "
-        "drop the old column later. (Widening varchar(n) or varchar -> text needs no rewrite: suppress "
-        "with a reason.)",
-    bad="ALTER TABLE hrms.payroll_payslipline ALTER COLUMN amount TYPE numeric(18,2);\n",
+        "drop the old column later. (Widening varchar(n), varchar -> text, or numeric(p,s) to a larger p with the "
+        "same s needs no rewrite: trace mode shows it, or suppress with a reason.)",
+    bad="ALTER TABLE hrms.payroll_payslipline ALTER COLUMN amount TYPE numeric(18,4);\n",
     good="ALTER TABLE hrms.payroll_payslipline ADD COLUMN amount_wide numeric(18,2);\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", "rewrite"),
 )

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 KINDS = {"CONSTR_CHECK": "CHECK", "CONSTR_FOREIGN": "FOREIGN KEY"}
@@ -41,4 +41,5 @@ RULE = Rule(
     good="ALTER TABLE hrms.payroll_payslip ADD CONSTRAINT payroll_payslip_net_pay_check CHECK (net_pay >= 0) NOT VALID;\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("ShareRowExclusiveLock", "scan"),
 )

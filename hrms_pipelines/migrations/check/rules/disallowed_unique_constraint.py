@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 INDEX_BUILDING = {"CONSTR_UNIQUE": "UNIQUE", "CONSTR_EXCLUSION": "EXCLUDE"}
@@ -25,4 +25,5 @@ RULE = Rule(
          "UNIQUE USING INDEX payroll_payrollrecord_ref_idx;\n",
     node_types=("AlterTableStmt",),
     check=check,
+    predicts=Prediction("ShareLock", "build"),
 )

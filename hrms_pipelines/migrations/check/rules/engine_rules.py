@@ -60,5 +60,17 @@ UNUSED_SUPPRESSION = Rule(
     good="ALTER TABLE hrms.org_team ADD COLUMN slack_channel text;\n",
 )
 
+SUPPRESSED_ESCALATION = Rule(
+    id="suppressed-escalation",
+    severity=Severity.DANGER,
+    why="A migration cannot allow its own privilege escalation: the file is what is under review, so an "
+        "`-- hrms:allow` for a privilege-escalation rule in it is ignored (the finding stays DANGER) and the "
+        "attempt is reported here.",
+    fix="Remove the suppression and the statement. What it does is an administrator's job outside the "
+        "migrations (reviewed SQL run by hand; `python -m hrms_pipelines.roles sql` for the duty roles).",
+    bad="GRANT SELECT ON hrms.org_team TO PUBLIC; -- hrms:allow ban-grant-to-public reason: reports need it\n",
+    good="GRANT SELECT ON hrms.org_team TO hrms_reader;\n",
+)
+
 RULES = [SYNTAX_ERROR, INVALID_ENCODING, BAN_UNCOMMITTED_TRANSACTION, IRREVERSIBLE_MIGRATION,
-         SUPPRESSION_WITHOUT_REASON, UNUSED_SUPPRESSION]
+         SUPPRESSION_WITHOUT_REASON, UNUSED_SUPPRESSION, SUPPRESSED_ESCALATION]

@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -33,4 +33,5 @@ RULE = Rule(
          "CREATE INDEX CONCURRENTLY IF NOT EXISTS payroll_payslip_status_idx ON hrms.payroll_payslip (status);\n",
     node_types=("IndexStmt",),
     check=check,
+    predicts=Prediction("ShareLock", "build"),
 )

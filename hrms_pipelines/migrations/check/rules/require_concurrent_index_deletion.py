@@ -1,4 +1,4 @@
-from hrms_pipelines.migrations.check.model import Hit, Rule, Severity
+from hrms_pipelines.migrations.check.model import Hit, Prediction, Rule, Severity
 from hrms_pipelines.migrations.check.rules import _sql
 
 
@@ -33,4 +33,5 @@ RULE = Rule(
     good="-- hrms:non-transactional\nDROP INDEX CONCURRENTLY IF EXISTS hrms.payroll_payslip_period_idx;\n",
     node_types=("DropStmt",),
     check=check,
+    predicts=Prediction("AccessExclusiveLock", None),
 )
