@@ -13,7 +13,7 @@ GHS 10,200.00 (+20.0%)".
 
 from __future__ import annotations
 
-from hrms_pipelines.imports import changes, formats, reader, schemas
+from hrms_pipelines.imports import appends, changes, formats, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Stage, StageContext, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -219,4 +219,10 @@ def _update_existing(ctx: StageContext, record: str) -> int:
     return updated
 
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply)
+# An appended tail is merged alone only when none of its events exists yet (appends.py).
+APPEND_GUARD = appends.new_keys_guard("""
+    SELECT count(*) FROM {staging} s JOIN hrms.employees_employee e ON e.email = lower(nullif(btrim(s.email), ''))
+    JOIN hrms.history_timelineevent ev ON ev.employee_id = e.id AND ev.event_type = lower(nullif(btrim(s.event_type), ''))
+     AND ev.event_date::text = btrim(s.event_date)""")
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD)

@@ -11,7 +11,7 @@ leader is a rejected row.
 from __future__ import annotations
 
 from hrms_pipelines import settings
-from hrms_pipelines.imports import changes, formats, reader, rowhash, schemas
+from hrms_pipelines.imports import appends, changes, formats, reader, rowhash, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, add, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -140,4 +140,11 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
         ctx.result.entities[f"placeholder users ({kind.kind})"] = {"inserted": placeholders}
 
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply)
+def append_guard(ctx: StageContext, info: reader.FileInfo, staging: str) -> str | None:
+    """An appended tail is merged alone only when none of its codes exists yet (appends.py)."""
+    kind = classify(info)
+    return appends.new_keys_guard(f"SELECT count(*) FROM {{staging}} s JOIN {kind.table} t ON t.code = "
+                                  f"nullif(btrim(s.{kind.key}), '')")(ctx, info, staging)
+
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=append_guard)

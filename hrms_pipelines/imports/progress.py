@@ -1,5 +1,6 @@
 """Progress of a long stage: a log line every few seconds while a file is read and validated (rows
-done, rows/s, an ETA from the file's size), and the seconds of each phase for the metadata."""
+done, rows/s, an ETA from the rows the reader counted when it inspected the file); the seconds of
+each phase go to the metadata (StageContext.lap)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from hrms_pipelines import settings
 
 EVERY_SECONDS = 5.0
-SAMPLE_BYTES = 1 << 16
 
 
 def duration(seconds: float) -> str:
@@ -23,21 +22,6 @@ def duration(seconds: float) -> str:
         return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
-
-
-def estimate_rows(path, size: int) -> int | None:
-    """About how many data rows a file of `size` bytes holds, from the line lengths of its start."""
-    try:
-        with settings.open_regular_file(path.parent, path.name, "import file") as handle:
-            sample = handle.read(SAMPLE_BYTES)
-    except (OSError, settings.UnsafeName):
-        return None
-    lines = sample.count(b"\n")
-    if lines < 2:
-        return None
-    header = sample.index(b"\n") + 1
-    per_row = (len(sample[:sample.rindex(b"\n") + 1]) - header) / (lines - 1)
-    return max(1, round((size - header) / per_row)) if per_row > 0 else None
 
 
 class Progress:
@@ -54,7 +38,7 @@ class Progress:
         rate = self.done / elapsed
         if self.total and rate > 0:
             left = max(self.total - self.done, 0)
-            tail = f", about {left:,} rows and {duration(left / rate)} left (ETA, from the file's size)"
+            tail = f", {left:,} rows and about {duration(left / rate)} left (ETA)"
         else:
             tail = ""
         return f"{self.what}: {self.done:,} rows read and validated, {rate:,.0f} rows/s{tail}"

@@ -34,13 +34,16 @@ def start(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict, r
 
 
 def finish(conn: psycopg.Connection, record_id: int, outcome: str, counts: dict, message: str | None = None,
-           *, file_rows: int | None = None) -> None:
+           *, file_rows: int | None = None, appended_to: int | None = None) -> None:
+    """Its outcome and counts; for a success also the file's data rows (an appended file's next import
+    numbers its new rows from there) and, when only an appended tail was read, the record it extends."""
     conn.execute(
         f"UPDATE {TABLE} SET outcome = %s, rows_read = %s, inserted = %s, updated = %s, unchanged = %s, "
-        "skipped = %s, rejected = %s, message = %s, file_rows = %s, finished_at = clock_timestamp() WHERE id = %s",
+        "skipped = %s, rejected = %s, message = %s, file_rows = %s, appended_to = %s, finished_at = clock_timestamp() "
+        "WHERE id = %s",
         [outcome, counts.get("rows_read", 0), counts.get("inserted", 0), counts.get("updated", 0),
          counts.get("unchanged", 0), counts.get("skipped", 0), counts.get("rejected", 0), storable(message),
-         file_rows, record_id],
+         file_rows, appended_to, record_id],
     )
 
 

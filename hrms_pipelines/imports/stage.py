@@ -18,9 +18,9 @@ from hrms_pipelines import locks, privacy, settings
 from hrms_pipelines.imports import appends, changes, preview, records, validations
 from hrms_pipelines.imports.merge import Merge, merge, sql_rejects, temp_table
 from hrms_pipelines.imports.options import ImportOptions, rejects_dir
-from hrms_pipelines.imports.progress import Progress, estimate_rows, ticking
+from hrms_pipelines.imports.progress import Progress, ticking
 from hrms_pipelines.imports.reader import FileInfo, ImportFileError, RejectReport, inspect_file
-from hrms_pipelines.resources import IMPORTER, HrmsDatabase
+from hrms_pipelines.resources import IMPORTER, READER, HrmsDatabase
 
 COUNT_KEYS = ("rows_read", "inserted", "updated", "unchanged", "skipped", "rejected")
 __all__ = ["Merge", "merge", "sql_rejects", "temp_table", "Stage", "StageContext", "StageResult", "StageFailed",
@@ -58,7 +58,8 @@ class FileResult:
     record_id: int | None = None
     kind: str | None = None           # org files: organizations, teams, ...
     path: str = "full"                # full, or appended (only the new tail was read)
-    file_rows: int | None = None      # data rows of the whole file (appended: earlier rows + tail)
+    file_rows: int | None = None      # data rows of the whole file
+    appended_to: int | None = None    # appended: the import record of the file it extends
 
 
 @dataclass
@@ -156,6 +157,7 @@ class StageContext:
     result: StageResult
     record_ids: dict[str, int] = field(default_factory=dict)   # file name -> import record id
     tails: dict[str, appends.Tail] = field(default_factory=dict)  # file name -> the appended tail to read
+    stage: Stage | None = None
     _last: float = field(default_factory=time.perf_counter)
 
     def file_result(self, name: str) -> FileResult:
@@ -183,18 +185,24 @@ class StageContext:
         self.log.warning(message)
 
     def load(self, info: FileInfo, table: str, model, *, prepare=None) -> int:
-        """Validate and stage a file (or only its appended tail), logging progress every few seconds."""
+        """Validate and stage a file -- or only its appended tail (hrms_pipelines.imports.appends) --
+        logging progress every few seconds. Returns the rows staged."""
         from hrms_pipelines.imports import reader
 
         tail = self.tails.get(info.name)
-        what = f"{info.name}" + (f" (appended tail from byte {tail.offset:,})" if tail else "")
-        progress = Progress(self.log.info, what, (tail.rows_estimate if tail else estimate_rows(info.path, info.size)))
+        what = f"{info.name}" + (f" (the {tail.rows:,} rows appended after byte {tail.offset:,})" if tail else "")
+        progress = Progress(self.log.info, what, tail.rows if tail else (info.rows or None))
         kwargs = {"start_offset": tail.offset, "first_row_number": tail.first_row_number} if tail else {}
         rows = reader.load_file(self.conn, info, table, model, self.rejects, prepare=ticking(progress, prepare),
                                 chunk_rows=self.options.chunk_rows, **kwargs)
-        file = self.file_result(info.name)
-        file.file_rows = (tail.previous_rows + rows) if tail else rows
+        self.file_result(info.name).file_rows = info.rows or None
         self.lap("read_and_stage", f"{what}: {rows:,} rows staged, validated (Pandera) while COPY streamed them")
+        if tail and not self.rejects.count and self.stage is not None and self.stage.append_guard is not None:
+            reason = self.stage.append_guard(self, info, table)
+            if reason:
+                self.conn.execute(f'DROP TABLE "{table}"')
+                appends.fall_back(self, info, reason)
+                return self.load(info, table, model, prepare=prepare)
         return rows
 
 
@@ -231,7 +239,9 @@ def execute(
     rejects = RejectReport(rejects_dir(run_id) / f"{stage.name}.csv")
     result.rejects = rejects
     if infos is None:
-        infos = [inspect_file(p) for p in stage.files(options)]
+        paths = stage.files(options)
+        sizes = appends.prefix_sizes(appends.previous_imports(conn, stage.name, [p.name for p in paths]), stage)
+        infos = [inspect_file(p, prefix_size=sizes.get(p.name)) for p in paths]
     opts = stage.record_options(options)
     todo = []
     for info in infos:
@@ -242,7 +252,7 @@ def execute(
         else:
             todo.append(info)
     if todo:
-        ctx = StageContext(conn, options, run_id, log, rejects, result)
+        ctx = StageContext(conn, options, run_id, log, rejects, result, stage=stage)
         changes.begin(conn)
         for info in todo:
             ctx.record_ids[info.name] = records.start(conn, stage.name, info, opts, run_id)
@@ -265,7 +275,7 @@ def execute(
             if f.outcome in ("running", "dry_run"):
                 f.outcome = "dry_run" if dry_run else "succeeded"
                 records.finish(conn, ctx.record_ids[f.name], "succeeded", f.counts, file_rows=f.file_rows,
-                               message=appends.describe(f) if f.path == "appended" else None)
+                               appended_to=f.appended_to, message=appends.describe(f) if f.path == "appended" else None)
     result.seconds = time.perf_counter() - started
     counts = result.counts
     log.info(
@@ -329,9 +339,12 @@ def run(
     infos: list[FileInfo] = []
     unread: list[Path] = []
     try:
-        for path in stage.files(options):
+        paths = stage.files(options)
+        with hrms_db.connection(READER) as conn:   # the sizes of the files last imported: is a file appended to?
+            sizes = appends.prefix_sizes(appends.previous_imports(conn, stage.name, [p.name for p in paths]), stage)
+        for path in paths:
             try:
-                infos.append(inspect_file(path))
+                infos.append(inspect_file(path, prefix_size=sizes.get(path.name)))
             except ImportFileError:
                 unread.append(path)
                 raise

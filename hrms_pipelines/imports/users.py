@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from hrms_pipelines import privacy
-from hrms_pipelines.imports import changes, formats, reader, rowhash, schemas
+from hrms_pipelines.imports import appends, changes, formats, reader, rowhash, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -234,4 +234,9 @@ def _warn_cycles_left_unwritten(ctx: StageContext, file: str) -> None:
                  "with force_update the file is rejected for it. Fix manager_email in those rows.")
 
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply)
+# An appended tail is merged alone only when none of its emails is an employee yet (appends.py).
+APPEND_GUARD = appends.new_keys_guard("""
+    SELECT count(*) FROM {staging} s JOIN hrms.employees_employee e ON e.email = lower(nullif(btrim(s.email), ''))
+    WHERE NOT e.is_placeholder""")
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD)

@@ -18,7 +18,7 @@ ALTER TABLE hrms.imports_importrecord DROP CONSTRAINT imports_importrecord_outco
 ALTER TABLE hrms.imports_importrecord ADD CONSTRAINT imports_importrecord_outcome_check
     CHECK (outcome IN ('running', 'succeeded', 'unchanged', 'failed')) NOT VALID;
 
-REVOKE UPDATE (file_rows) ON hrms.imports_importrecord FROM hrms_importer;
+REVOKE UPDATE (file_rows, appended_to) ON hrms.imports_importrecord FROM hrms_importer;
 ALTER TABLE hrms.imports_importrecord DROP COLUMN undone_by_run;
 ALTER TABLE hrms.imports_importrecord DROP COLUMN undone_at;
 ALTER TABLE hrms.imports_importrecord DROP COLUMN appended_to;

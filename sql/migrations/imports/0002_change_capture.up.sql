@@ -48,7 +48,7 @@ ALTER TABLE hrms.imports_importrecord ADD COLUMN file_rows bigint;
 ALTER TABLE hrms.imports_importrecord ADD COLUMN appended_to bigint;
 ALTER TABLE hrms.imports_importrecord ADD COLUMN undone_at timestamptz;
 ALTER TABLE hrms.imports_importrecord ADD COLUMN undone_by_run text;
-GRANT UPDATE (file_rows) ON hrms.imports_importrecord TO hrms_importer;
+GRANT UPDATE (file_rows, appended_to) ON hrms.imports_importrecord TO hrms_importer;
 
 ALTER TABLE hrms.imports_importrecord DROP CONSTRAINT imports_importrecord_outcome_check;
 ALTER TABLE hrms.imports_importrecord ADD CONSTRAINT imports_importrecord_outcome_check
