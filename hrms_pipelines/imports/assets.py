@@ -198,8 +198,10 @@ def make_import_asset(stage: Stage):
             raise dg.Failure(description=_described(exc), metadata=metadata) from None
         if not result.files:
             log.info("no file configured for this stage; nothing imported")
-        with hrms_db.connection(READER) as conn:
-            counts = summaries.database_counts(conn)
+        counts = None
+        if result.files and not result.unchanged:   # the seed's post-import counts, after a stage that imported
+            with hrms_db.connection(READER) as conn:
+                counts = summaries.database_counts(conn)
         yield dg.MaterializeResult(metadata=summaries.stage_metadata(result, counts))
 
     return import_asset
