@@ -45,13 +45,16 @@ def test_a_full_users_export_lets_the_same_rows_go_and_still_sees_every_change(h
         conn.execute("UPDATE hrms.employees_employee SET status = 'suspended' WHERE email = 'yaa.asante@nhia.gov.gh'")
     result = run_stage(hrms_db, "users", directory, force_update=True)
     assert result.counts | {} == {"rows_read": 3, "inserted": 0, "updated": 2, "unchanged": 1, "skipped": 0, "rejected": 0}
-    assert any("1 of 3 rows the same as when" in text for _, text in result.log_lines)
+    assert any("1 of 3 rows the same as stored" in text for _, text in result.log_lines)
     assert scalar(database_url, "SELECT status FROM hrms.employees_employee WHERE email = 'yaa.asante@nhia.gov.gh'") == "active"
-    # a blank cell keeps the stored value: the row is the same, and leaves early too
+    # a value written another way (a blank keeps the stored value, a status in capitals) goes the full
+    # way and is found unchanged there
     users[1][HEADER.index("status")] = ""
+    users[2][HEADER.index("status")] = "ACTIVE"
     write(directory, "users.csv", users)
     again = run_stage(hrms_db, "users", directory, force_update=True)
-    assert again.counts["unchanged"] == 3 and any("3 of 3 rows the same" in text for _, text in again.log_lines)
+    assert again.counts["unchanged"] == 3 and again.counts["updated"] == 0
+    assert any("1 of 3 rows the same as stored" in text for _, text in again.log_lines)
     # a repeated row is still a repeat, even though both copies are the same as stored
     write(directory, "users.csv", users + [users[1]])
     with pytest.raises(ImportFileError, match="duplicate key in this file"):
@@ -64,7 +67,7 @@ def test_a_full_org_export_lets_the_same_rows_go(hrms_db, database_url, tmp_path
     write(directory, "teams.csv", BASE["teams.csv"] + [["WEB", "Web", "DIGITAL", "ICT", "kofi.owusu@nhia.gov.gh"]])
     result = run_stage(hrms_db, "org", directory, force_update=True)
     assert result.entities["teams"]["inserted"] == 1 and result.entities["teams"]["unchanged"] == 1
-    assert any("teams.csv: 1 of 2 rows the same" in text for _, text in result.log_lines)
+    assert any("teams.csv: 1 of 2 rows the same as stored" in text for _, text in result.log_lines)
 
 
 def test_existing_employees_made_each_others_managers_are_a_warning_without_force_update(hrms_db, database_url, tmp_path):

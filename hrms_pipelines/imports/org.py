@@ -71,9 +71,8 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
     c = lambda name: cell(info, name)  # noqa: E731
     record = str(ctx.record_ids[info.name])
     sql_rejects(ctx, info.name, duplicates(staging, f"btrim({kind.key})", kind.key))
-    # rows the same as when last imported, onto rows nothing has changed since, leave here (per-row hash)
-    cells = [email(info, col) if col == kind.leader_column else c(col) for col in kind.columns]
-    joins = [f"{kind.table} x ON x.code = {{key}}"]
+    # rows that are the same as the stored rows they name leave here (rowhash.py)
+    joins = [f"{kind.table} x ON x.code = {c(kind.key)}"]
     rendered = []
     for col in kind.columns:
         if col == kind.key:
@@ -87,9 +86,10 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
             referenced = next(t for column, t, _label in REFERENCES[kind.kind] if column == col)
             joins.append(f"LEFT JOIN {referenced} r_{col} ON r_{col}.id = x.{col.removesuffix('_code')}_id")
             rendered.append(f"r_{col}.code")
-    same = rowhash.drop_same(conn, staging, cells=cells, key_cell=c(kind.key), render=" ".join(joins), rendered=rendered)
+    same = rowhash.keep_changed(conn, staging, cells=rowhash.raw_cells(kind.columns, info.columns, info.extra),
+                                render=" ".join(joins), rendered=rendered, condition="x.id IS NOT NULL")
     if same:
-        ctx.log.info(f"{info.name}: {same:,} of {rows:,} rows the same as when last imported (per-row hash): not compared further")
+        ctx.log.info(f"{info.name}: {same:,} of {rows:,} rows the same as stored (compared whole, as written): not compared further")
     for column, table, label in REFERENCES.get(kind.kind, []):
         if column in info.columns:
             sql_rejects(ctx, info.name, f"""

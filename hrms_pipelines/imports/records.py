@@ -5,6 +5,7 @@ at once as unchanged; an import that was undone (outcome 'undone') no longer cou
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import psycopg
@@ -70,20 +71,29 @@ def record_outcome(conn: psycopg.Connection, stage: str, info: FileInfo, options
 UNREADABLE_SHA256 = "0" * 64
 
 
-def _raw_identity(path: Path) -> tuple[str, int | None]:
-    """sha256 and size of a file's bytes as they are (a file that failed inspection); zeros when it
-    cannot be opened at all (missing, a symlink, not a regular file, a bad name)."""
+def file_identity(path: Path, expected_size: int | None = None) -> tuple[str, int] | None:
+    """(sha256, size) of a file's bytes as they are, opened safely (a plain name, no symlink, a
+    regular file); None when it cannot be opened, or when `expected_size` is given and the file has
+    another size (then it is not hashed at all)."""
     from hrms_pipelines import settings
 
     try:
         with settings.open_regular_file(path.parent, path.name, "import file") as handle:
+            if expected_size is not None and os.fstat(handle.fileno()).st_size != expected_size:
+                return None
             digest, size = hashlib.sha256(), 0
             while block := handle.read(1 << 20):
                 digest.update(block)
                 size += len(block)
             return digest.hexdigest(), size
     except (OSError, ValueError):
-        return UNREADABLE_SHA256, None
+        return None
+
+
+def _raw_identity(path: Path) -> tuple[str, int | None]:
+    """sha256 and size of a file that failed inspection; zeros when it cannot be opened at all
+    (missing, a symlink, not a regular file, a bad name)."""
+    return file_identity(path) or (UNREADABLE_SHA256, None)
 
 
 def record_unread(conn: psycopg.Connection, stage: str, path: Path, options: dict, run_id: str | None, message: str) -> int:

@@ -215,9 +215,24 @@ class Stage:
     files: Callable[[ImportOptions], list[Path]]
     record_options: Callable[[ImportOptions], dict]
     apply: Callable[[StageContext, list[FileInfo]], None]
-    # Whether a file whose appended tail holds only new keys may be imported by its tail alone:
-    # returns None when it may, else why not (the full path is taken). None: never appended.
-    append_guard: Callable[[StageContext, FileInfo], str | None] | None = None
+    # Append-aware files (appends.py): given the staged tail of a file (ctx, info, staging table),
+    # None when the tail alone may be merged, else why not (the file then takes the full path).
+    # No guard: the stage's files are always read whole.
+    append_guard: Callable[[StageContext, FileInfo, str], str | None] | None = None
+
+
+def inspect(path: Path, stage: Stage, previous: dict[str, appends.Previous], options: dict) -> FileInfo:
+    """The file as the stage needs it. A CSV file of the very size and sha256 the last successful
+    import of its name had (same options) is only hashed -- one pass of sha256, no CSV scan: it is
+    unchanged and will not be read. Any other file is inspected by the reader, with the prefix
+    hash an append-aware stage asks for."""
+    before = previous.get(path.name)
+    if before is not None and before.options == options and path.suffix.lower() == ".csv":
+        identity = records.file_identity(path, before.size)
+        if identity is not None and identity == (before.sha256, before.size):
+            return FileInfo(path=path, sha256=before.sha256, size=before.size, columns=[], file_sha256=before.sha256)
+    sizes = appends.prefix_sizes(previous, stage)
+    return inspect_file(path, prefix_size=sizes.get(path.name))
 
 
 def execute(
@@ -238,11 +253,11 @@ def execute(
     result = StageResult(stage=stage.name, dry_run=dry_run)
     rejects = RejectReport(rejects_dir(run_id) / f"{stage.name}.csv")
     result.rejects = rejects
+    opts = stage.record_options(options)
     if infos is None:
         paths = stage.files(options)
-        sizes = appends.prefix_sizes(appends.previous_imports(conn, stage.name, [p.name for p in paths]), stage)
-        infos = [inspect_file(p, prefix_size=sizes.get(p.name)) for p in paths]
-    opts = stage.record_options(options)
+        previous = appends.previous_imports(conn, stage.name, [p.name for p in paths])
+        infos = [inspect(p, stage, previous, opts) for p in paths]
     todo = []
     for info in infos:
         previous = records.previous_success(conn, stage.name, info, opts)
@@ -340,11 +355,12 @@ def run(
     unread: list[Path] = []
     try:
         paths = stage.files(options)
-        with hrms_db.connection(READER) as conn:   # the sizes of the files last imported: is a file appended to?
-            sizes = appends.prefix_sizes(appends.previous_imports(conn, stage.name, [p.name for p in paths]), stage)
+        with hrms_db.connection(READER) as conn:   # the files last imported: unchanged? appended to?
+            previous = appends.previous_imports(conn, stage.name, [p.name for p in paths])
+        opts = stage.record_options(options)
         for path in paths:
             try:
-                infos.append(inspect_file(path, prefix_size=sizes.get(path.name)))
+                infos.append(inspect(path, stage, previous, opts))
             except ImportFileError:
                 unread.append(path)
                 raise

@@ -52,14 +52,16 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
     f = info.name
-    # Repeats inside the file, over every row; then the rows that are the same as when they were last
-    # imported, onto employees nothing has changed since, leave (one hash join): the rest go on.
+    # Repeats inside the file, over every row; then the rows that are the same as the stored employees
+    # they name leave (one pass, rowhash.py): the rest go on.
     sql_rejects(ctx, f, duplicates("stg_users", email(info, "email", "stg_users"), "email"))
     number = cell(info, "employee_number", "stg_users")
     sql_rejects(ctx, f, duplicates("stg_users", number, "employee_number", f"{number} IS NOT NULL"))
-    same = rowhash.drop_same(conn, "stg_users", cells=_source_cells(info), key_cell=email(info, "email"), render=RENDER,
-                             rendered=[RENDERED[col] for col in formats.USERS_COLUMNS], condition="NOT e.is_placeholder")
-    ctx.lap("compare", f"{f}: {same:,} of {rows:,} rows the same as when last imported (per-row hash): not compared further")
+    ctx.lap("check_duplicates")
+    same = rowhash.keep_changed(conn, "stg_users", cells=rowhash.raw_cells(formats.USERS_COLUMNS, info.columns, info.extra),
+                                render=RENDER.format(key=email(info, "email")),
+                                rendered=[RENDERED[col] for col in formats.USERS_COLUMNS], condition="NOT e.is_placeholder")
+    ctx.lap("compare", f"{f}: {same:,} of {rows:,} rows the same as stored (compared whole, as written): not compared further")
     temp_table(conn, "u", f"""
         SELECT s.row_number, {email(info, 'email')} AS email, {c('employee_number')} AS employee_number,
                {c('first_name')} AS first_name, {c('last_name')} AS last_name, {c('job_title')} AS job_title,
@@ -147,7 +149,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             WHERE NOT u.applies AND {differs}""").fetchone()[0]
         if skipped:
             ctx.log.info(f"{f}: {skipped} existing user(s) differ from the file and were left as they are (force_update is off)")
-            _warn_cycles_left_unwritten(ctx, f)
+            _warn_cycles_left_unwritten(ctx, info)
     totals = zero()
     totals.update(rows_read=rows, inserted=inserted, updated=counts["updated"], skipped=skipped,
                   unchanged=rows - inserted - counts["updated"] - skipped)
@@ -157,12 +159,6 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
         ctx.result.entities["users"]["placeholders completed"] = completed
         ctx.log.info(f"{f}: completed {completed} placeholder user(s) created by the organisation stage")
     ctx.file_result(f).counts = totals
-
-
-def _source_cells(info: reader.FileInfo) -> list[str]:
-    """A users file row's cells as the import reads them (trimmed; emails and status lower case)."""
-    return [email(info, col) if col in ("email", "manager_email") else
-            f"lower({cell(info, col)})" if col == "status" else cell(info, col) for col in formats.USERS_COLUMNS]
 
 
 # The rows whose manager in the file differs from the stored one (of the rows `{rows}` selects).
@@ -209,7 +205,7 @@ def cycles_sql(rows: str, *, bulk: bool = False, every_row_applies: bool = False
         SELECT start, path FROM walk WHERE current = start"""
 
 
-def _warn_cycles_left_unwritten(ctx: StageContext, file: str) -> None:
+def _warn_cycles_left_unwritten(ctx: StageContext, info: reader.FileInfo) -> None:
     """Rows of existing employees are not written without force_update; if their managers in the file
     would make employees each other's managers, say so (a warning in the run's metadata, users masked):
     the same file with force_update is rejected for it."""
@@ -220,7 +216,7 @@ def _warn_cycles_left_unwritten(ctx: StageContext, file: str) -> None:
     query = cycles_sql("NOT u.applies", bulk=starts > BULK_STARTS, every_row_applies=True)
     rows = ctx.conn.execute(f"""
         SELECT c.path || c.start, array_agg(f.row_number + 1 ORDER BY f.row_number)
-        FROM ({query}) c JOIN (SELECT row_number, email FROM u UNION ALL SELECT row_number, key FROM stg_users_same) f
+        FROM ({query}) c JOIN (SELECT s.row_number, {email(info, 'email')} AS email FROM stg_users_all s) f
         ON f.email = ANY (c.path) GROUP BY c.path, c.start ORDER BY 2 LIMIT 20""").fetchall()
     seen = set()
     for path, row_numbers in rows:
@@ -229,7 +225,7 @@ def _warn_cycles_left_unwritten(ctx: StageContext, file: str) -> None:
             continue
         seen.add(cycle)
         shown = " -> ".join(str(privacy.mask_cell("email", e)) for e in path)
-        ctx.warn(f"{file}: its managers would make existing employees each other's managers (a management cycle: {shown}; "
+        ctx.warn(f"{info.name}: its managers would make existing employees each other's managers (a management cycle: {shown}; "
                  f"rows {', '.join(map(str, row_numbers))}). Those rows were not written (force_update is off); "
                  "with force_update the file is rejected for it. Fix manager_email in those rows.")
 

@@ -176,11 +176,11 @@ VALIDATIONS: tuple[Validation, ...] = (
                "UNION ALL SELECT 'organization', o.code FROM hrms.org_organization o "
                "WHERE NOT EXISTS (SELECT FROM hrms.org_department d WHERE d.organization_id = o.id) ORDER BY 1, 2",
                # the tribes and organizations a changed team or department belongs to, or belonged to before
-               "SELECT 'tribe', t.code FROM hrms.org_tribe t WHERE (t.id IN {touched:org_tribe} "
-               "OR t.id IN (SELECT b.tribe_id FROM {before:org_team} b)) "
+               "SELECT 'tribe', t.code FROM hrms.org_tribe t WHERE t.id IN "
+               "(SELECT id FROM {touched:org_tribe} x(id) UNION ALL SELECT b.tribe_id FROM {before:org_team} b) "
                "AND NOT EXISTS (SELECT FROM hrms.org_team m WHERE m.tribe_id = t.id) "
-               "UNION ALL SELECT 'organization', o.code FROM hrms.org_organization o WHERE (o.id IN {touched:org_organization} "
-               "OR o.id IN (SELECT b.organization_id FROM {before:org_department} b)) "
+               "UNION ALL SELECT 'organization', o.code FROM hrms.org_organization o WHERE o.id IN "
+               "(SELECT id FROM {touched:org_organization} x(id) UNION ALL SELECT b.organization_id FROM {before:org_department} b) "
                "AND NOT EXISTS (SELECT FROM hrms.org_department d WHERE d.organization_id = o.id) ORDER BY 1, 2"),
     # users
     Validation("users_without_required_fields", "users",
@@ -207,12 +207,13 @@ VALIDATIONS: tuple[Validation, ...] = (
                "UNION ALL SELECT e.email, 'manager ' || m.email || ' is terminated' FROM hrms.employees_employee e "
                "JOIN hrms.employees_employee m ON m.id = e.manager_id WHERE m.status = 'terminated' "
                "AND coalesce(e.status, '') <> 'terminated' ORDER BY 1",
+               # the touched employees, and the employees a touched employee manages (manager_id is indexed)
                "SELECT email, 'placeholder never completed by a users file' FROM hrms.employees_employee "
                "WHERE id IN {touched:employees_employee} AND is_placeholder "
                "UNION ALL SELECT e.email, 'manager ' || m.email || ' is terminated' FROM hrms.employees_employee e "
                "JOIN hrms.employees_employee m ON m.id = e.manager_id WHERE m.status = 'terminated' "
-               "AND coalesce(e.status, '') <> 'terminated' "
-               "AND (e.id IN {touched:employees_employee} OR m.id IN {touched:employees_employee}) ORDER BY 1",
+               "AND coalesce(e.status, '') <> 'terminated' AND e.id IN (SELECT id FROM {touched:employees_employee} x(id) "
+               "UNION SELECT r.id FROM hrms.employees_employee r WHERE r.manager_id IN {touched:employees_employee}) ORDER BY 1",
                table="employees_employee"),
     Validation("invalid_team_references", "users",
                "Employees whose team belongs to another department than their department code.",
@@ -239,13 +240,16 @@ VALIDATIONS: tuple[Validation, ...] = (
                "LEFT JOIN hrms.history_timelineevent ev ON ev.id = s.event_id WHERE ev.employee_id IS DISTINCT FROM s.employee_id "
                "UNION ALL SELECT 'seniority', s.id, s.employee_id, ev.employee_id FROM hrms.history_senioritysnapshot s "
                "LEFT JOIN hrms.history_timelineevent ev ON ev.id = s.event_id WHERE ev.employee_id IS DISTINCT FROM s.employee_id",
+               # the touched snapshots and the snapshots of touched events (event_id is unique, so indexed)
                "SELECT 'compensation', s.id, s.employee_id, ev.employee_id FROM hrms.history_compensationsnapshot s "
                "LEFT JOIN hrms.history_timelineevent ev ON ev.id = s.event_id "
-               "WHERE (s.id IN {touched:history_compensationsnapshot} OR s.event_id IN {touched:history_timelineevent}) "
+               "WHERE s.id IN (SELECT id FROM {touched:history_compensationsnapshot} x(id) UNION SELECT c.id "
+               "FROM hrms.history_compensationsnapshot c WHERE c.event_id IN {touched:history_timelineevent}) "
                "AND ev.employee_id IS DISTINCT FROM s.employee_id "
                "UNION ALL SELECT 'seniority', s.id, s.employee_id, ev.employee_id FROM hrms.history_senioritysnapshot s "
                "LEFT JOIN hrms.history_timelineevent ev ON ev.id = s.event_id "
-               "WHERE (s.id IN {touched:history_senioritysnapshot} OR s.event_id IN {touched:history_timelineevent}) "
+               "WHERE s.id IN (SELECT id FROM {touched:history_senioritysnapshot} x(id) UNION SELECT c.id "
+               "FROM hrms.history_senioritysnapshot c WHERE c.event_id IN {touched:history_timelineevent}) "
                "AND ev.employee_id IS DISTINCT FROM s.employee_id",
                blocking=True),
     Validation("invalid_event_types", "history", "Timeline events with an event type outside the known list.",
