@@ -1,13 +1,15 @@
 """What a night costs as the tables grow: the issue's four scenarios at N = 10k, 100k and 1M events.
 
     .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/nightly_bench.py
-        [--sizes 10000 100000 1000000] [--repeat 1] [--baseline-tree /work/main] [--no-first-import]
+        [--sizes 10000 100000 1000000] [--repeat 3] [--baseline-tree /work/main] [--no-first-import]
 
 (or the server of HRMS_BENCH_ADMIN_URL). For each N it generates a company of N/10 users with N
 history events (hrms_pipelines.imports.sample_data), imports it whole through the `hrms_import`
 graph (the base; timed: the first full import), and then, each on a fresh copy of that database
-(CREATE DATABASE ... TEMPLATE), runs one night through the whole graph (backups, four stages,
-their checks), every import file present as the HR system would leave it:
+(CREATE DATABASE ... TEMPLATE), runs nights through the whole graph (backups, four stages, their
+checks), every import file present as the HR system would leave it -- in --repeat rounds over every
+size and scenario, keeping each one's best night (a shared machine's busy minute then does not fall
+on one size only):
 
   delta      history.csv holds only 1,000 new events
   export     history.csv is the full export plus 1,000 new rows at its end
@@ -237,28 +239,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
-    parser.add_argument("--repeat", type=int, default=1, help="nights per scenario (the best is kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of nights (each round runs every size and scenario once; "
+                                                            "the best night of each is kept)")
     parser.add_argument("--baseline-tree", type=Path, help="another checkout (e.g. /work/main) whose import_bench.py runs beside")
+    parser.add_argument("--first-import-runs", type=int, default=1, help="runs of import_bench.py per tree, alternating")
     parser.add_argument("--no-first-import", action="store_true", help="skip bench/import_bench.py at the largest N")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hrms-nightly-bench-"))
-    templates = []
-    table: dict[int, dict[str, dict]] = {}
+    templates: dict[int, tuple[str, Path]] = {}
+    table: dict[int, dict[str, dict]] = {n: {} for n in args.sizes}
     firsts: dict[int, dict] = {}
     try:
         for n in args.sizes:
             template, base_dir, first = base_import(n, work)
-            templates.append(template)
+            templates[n] = (template, base_dir)
             firsts[n] = first
-            table[n] = {}
-            for scenario in args.scenarios:
-                best = None
-                for attempt in range(args.repeat):
+        # rounds across sizes, so that a busy minute on a shared machine does not fall on one size only
+        for attempt in range(args.repeat):
+            for n in args.sizes:
+                template, base_dir = templates[n]
+                for scenario in args.scenarios:
                     night = run_night(template, base_dir, work, scenario, attempt)
+                    best = table[n].get(scenario)
                     if best is None or night["seconds"] < best["seconds"]:
-                        best = night
-                table[n][scenario] = best
+                        table[n][scenario] = night
+        for n in args.sizes:
+            print(f"\nN = {n:,} (best of {args.repeat})")
+            for scenario in args.scenarios:
+                best = table[n][scenario]
                 steps = best["steps"]
                 checks = sum(v for k, v in steps.items() if k not in ASSETS)
                 print(f"  {scenario:<7} {best['seconds']:6.2f} s  "
@@ -268,41 +277,38 @@ def main() -> None:
                       f"backups {best['backup_bytes']:,} B; changed {best['changed_rows']:,} rows of {best['changed_bytes']:,} B "
                       f"(kept / changed = {best['kept_bytes'] / max(best['changed_bytes'], 1):.2f})"
                       + (f"; {best['path']}" if best["path"] else ""))
-            dispose(template)
-            shutil.rmtree(base_dir, ignore_errors=True)
 
         small, large = min(args.sizes), max(args.sizes)
-        if args.scenarios != list(SCENARIOS):
-            return
-        print(f"\n| night | " + " | ".join(f"N = {n:,}" for n in args.sizes) + f" | {large // 1000:,}k / {small // 1000:,}k | target |")
-        print("|---|" + "---|" * (len(args.sizes) + 2))
-        labels = {"delta": "a file of only the 1,000 new events", "export": "the full history export + 1,000 new rows",
-                  "users": "users export, 100 changed + 10 new (force_update)"}
-        for scenario in SCENARIOS:
-            cells = [f"{table[n][scenario]['seconds']:.2f} s" for n in args.sizes]
-            ratio = table[large][scenario]["seconds"] / table[small][scenario]["seconds"]
-            print(f"| {labels[scenario]} | " + " | ".join(cells) + f" | **{ratio:.2f}×** | ≤ {TARGETS[scenario]}× |")
-        cells = [f"{table[n]['delta']['kept_bytes'] / 1e3:,.1f} kB ({table[n]['delta']['kept_bytes'] / max(table[n]['delta']['changed_bytes'], 1):.2f}× "
-                 f"the {table[n]['delta']['changed_bytes'] / 1e3:,.0f} kB changed)" for n in args.sizes]
-        print("| kept per night (delta night, undo store) | " + " | ".join(cells)
-              + f" | {table[large]['delta']['kept_bytes'] / max(table[small]['delta']['kept_bytes'], 1):.2f}× | ≤ 2× the changed rows |")
-        cells = [f"{table[n]['users']['kept_bytes'] / 1e3:,.1f} kB ({table[n]['users']['kept_bytes'] / max(table[n]['users']['changed_bytes'], 1):.2f}×)"
-                 for n in args.sizes]
-        print("| kept per night (users night, undo store) | " + " | ".join(cells)
-              + f" | {table[large]['users']['kept_bytes'] / max(table[small]['users']['kept_bytes'], 1):.2f}× | ≤ 2× the changed rows |")
-        print("| first full import (whole graph) | " + " | ".join(f"{firsts[n]['seconds']:.1f} s" for n in args.sizes) + " | | |")
+        if args.scenarios == list(SCENARIOS):
+            print(f"\n| night | " + " | ".join(f"N = {n:,}" for n in args.sizes) + f" | {large // 1000:,}k / {small // 1000:,}k | target |")
+            print("|---|" + "---|" * (len(args.sizes) + 2))
+            labels = {"delta": "a file of only the 1,000 new events", "export": "the full history export + 1,000 new rows",
+                      "users": "users export, 100 changed + 10 new (force_update)"}
+            for scenario in SCENARIOS:
+                cells = [f"{table[n][scenario]['seconds']:.2f} s" for n in args.sizes]
+                ratio = table[large][scenario]["seconds"] / table[small][scenario]["seconds"]
+                print(f"| {labels[scenario]} | " + " | ".join(cells) + f" | **{ratio:.2f}×** | ≤ {TARGETS[scenario]}× |")
+            for scenario, label in (("delta", "kept per night, delta night (undo store)"),
+                                    ("export", "kept per night, export night (undo store)"),
+                                    ("users", "kept per night, users night (undo store)")):
+                cells = [f"{table[n][scenario]['kept_bytes'] / 1e3:,.1f} kB = {table[n][scenario]['kept_bytes'] / max(table[n][scenario]['changed_bytes'], 1):.2f}× "
+                         f"the {table[n][scenario]['changed_bytes'] / 1e3:,.0f} kB changed" for n in args.sizes]
+                ratio = table[large][scenario]["kept_bytes"] / max(table[small][scenario]["kept_bytes"], 1)
+                print(f"| {label} | " + " | ".join(cells) + f" | {ratio:.2f}× | ≤ 2× the changed rows |")
+            print("| first full import (whole graph) | " + " | ".join(f"{firsts[n]['seconds']:.1f} s" for n in args.sizes) + " | | |")
 
         if not args.no_first_import:
             users = max(10, large // 10)
             print(f"\nfirst full import of {large:,} events: this run's base import spent "
                   f"{firsts[large]['steps'].get('import_history', 0):.1f} s in import_history")
-            print(f"  bench/import_bench.py (this tree): {import_bench(settings.PROJECT_ROOT, Path(sys.executable), users, large)}")
-            if args.baseline_tree:
-                python = args.baseline_tree / ".venv" / "bin" / "python"
-                print(f"  bench/import_bench.py ({args.baseline_tree}): "
-                      f"{import_bench(args.baseline_tree, python if python.exists() else Path(sys.executable), users, large)}")
+            trees = [(args.baseline_tree, args.baseline_tree / ".venv" / "bin" / "python")] if args.baseline_tree else []
+            trees.append((settings.PROJECT_ROOT, Path(sys.executable)))
+            for _ in range(args.first_import_runs):
+                for tree, python in trees:
+                    line = import_bench(tree, python if python.exists() else Path(sys.executable), users, large)
+                    print(f"  bench/import_bench.py ({tree}): {line}")
     finally:
-        for template in templates:
+        for template, _dir in templates.values():
             dispose(template)
             _scratch.drop(template)
         shutil.rmtree(work, ignore_errors=True)
