@@ -237,3 +237,13 @@ def test_a_database_error_while_recording_a_failure_is_told_not_swallowed(hrms_d
     assert any(level == "error" and "could not be written" in text and "permission denied" in text for level, text in log.lines)
     assert "permission denied" in failure.value.record_error
     assert "The failed import record could not be written: InsufficientPrivilege" in assets._described(failure.value)
+
+
+def test_a_stage_that_did_not_validate_has_its_checks_run_over_the_runs_rows(hrms_db, database_url, tmp_path):
+    directory = write_base(tmp_path / "in")
+    result = materialize(hrms_db, directory, **{"validate": False})
+    assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    scope = evaluations["events_without_users"].metadata["scope"].value
+    assert scope.startswith("rows import record(s) #") and "inserted or updated" in scope
+    assert all(e.passed for e in evaluations.values() if e.check_name != "ladders_without_aspects")

@@ -177,3 +177,15 @@ def test_undo_import_job_dry_run_then_for_real(hrms_db, database_url, tmp_path):
     assert scalar(database_url, "SELECT count(*) FROM hrms.employees_employee") == 0
     failed = undo_import.execute_in_process(run_config=config, resources={"hrms_db": hrms_db}, raise_on_error=False)
     assert not failed.success
+
+
+def test_a_run_imported_before_change_capture_is_refused_not_half_undone(hrms_db, database_url, tmp_path):
+    directory = write_base(tmp_path / "in")
+    run_all(hrms_db, directory, ("ladders",), run_id="old")
+    with psycopg.connect(database_url) as conn:   # as if imported before the undo store existed
+        conn.execute("DELETE FROM hrms.imports_undoinsert")
+    before = checksums(database_url, HR_TABLES)
+    with pytest.raises(undo.UndoRefused, match="kept no undo data"):
+        undo_run(hrms_db, "old")
+    assert checksums(database_url, HR_TABLES) == before
+    assert scalar(database_url, "SELECT outcome FROM hrms.imports_importrecord WHERE run_id = 'old'") == "succeeded"

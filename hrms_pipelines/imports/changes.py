@@ -85,11 +85,6 @@ def record_before(conn: psycopg.Connection, table: str, record_sql: str, rows: s
     return conn.execute(capture_before(table, record_sql, rows), params).rowcount
 
 
-def record_inserted_ids(conn: psycopg.Connection, table: str, record_sql: str, ids_query: str, params=None) -> int:
-    return conn.execute(f"INSERT INTO _cc_inserted (table_name, record_id, id) SELECT '{bare(table)}', {record_sql}, id "
-                        f"FROM ({ids_query}) q", params).rowcount
-
-
 def touched_sql(table: str) -> str:
     """Ids of the rows of `table` this stage inserted or updated (so far)."""
     name = bare(table)

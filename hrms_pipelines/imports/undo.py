@@ -266,6 +266,16 @@ def undo_run(conn: psycopg.Connection, run_id: str, *, undo_run_id: str | None =
                 record_ids = [r[0] for r in todo]
                 result.records = [RecordUndo(r[0], r[1], r[2]) for r in reversed(todo)]   # newest first
                 _load(conn, record_ids)
+                unrecorded = conn.execute(
+                    "SELECT r.id, r.stage, r.file_name FROM hrms.imports_importrecord r WHERE r.id = ANY(%s) "
+                    "AND r.inserted + r.updated > 0 AND NOT EXISTS (SELECT FROM _undo_ins i WHERE i.record_id = r.id) "
+                    "AND NOT EXISTS (SELECT FROM _undo_upd u WHERE u.record_id = r.id)", [record_ids]).fetchall()
+                if unrecorded:
+                    raise UndoRefused(
+                        f"undo of run {run_id} refused, nothing was changed: import record(s) "
+                        + ", ".join(f"#{i} ({stage} {name})" for i, stage, name in unrecorded)
+                        + " changed rows but kept no undo data (imported before change capture existed). "
+                        "Restore a full backup of those tables taken before the run instead (restore_backup).")
                 tables = [r[0] for r in conn.execute(
                     "SELECT table_name FROM _undo_ins UNION SELECT table_name FROM _undo_upd").fetchall()]
                 if tables:
