@@ -11,19 +11,25 @@ TEMPLATE), so both runs start from the same fresh copy. Then, after a CHECKPOINT
   baseline  one `UPDATE payroll_payslipline SET line_total = round(amount * quantity, 2)
             WHERE line_total IS NULL` on copy A
   backfill  `compute_payslipline_line_total` at its registered defaults on copy B (keyset batches,
-            adaptive size toward 200 ms, sleep, checkpoint and audit row per batch)
+            adaptive size toward 150 ms, sleep, checkpoint, audit row and the previous value of every
+            changed row in core_backfillundo per batch)
+  undo      that run undone (undo_backfill's engine, the backfill's sleep and target) on copy B:
+            every line_total back to NULL, checked
+  (--without-undo-records: also the backfill with no undo records, on a third copy C, to show what
+  keeping them costs in the same run)
 
 and a second connection, in its own process, running short queries (a line by id, a payslip's
 lines): idle on copy B, beside the single UPDATE on copy A, beside the backfill on copy B. Prints both
 totals and their ratio, the batch p50/p99, and the short queries' p99, both the round trip and the
 time inside the server (from the statement's arrival to its result), so that waiting for a CPU is
 told apart from database work. Targets: ratio <= 2, batch p99 < 250 ms, query p99 ratio <= 2.
-The scratch databases are dropped at the end.
+Also printed: the size of the undo records. The scratch databases are dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import random
 import sys
@@ -36,8 +42,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _scratch  # noqa: E402
-from hrms_pipelines.backfills import engine  # noqa: E402
-from hrms_pipelines.backfills.registry import registry  # noqa: E402
+from hrms_pipelines.backfills import engine, undo  # noqa: E402
+from hrms_pipelines.backfills.registry import Backfill, registry  # noqa: E402
 from hrms_pipelines.resources import PinnedDatabase  # noqa: E402
 
 BACKFILL = "compute_payslipline_line_total"
@@ -134,14 +140,23 @@ def checkpoint(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
+def without_undo_records(backfill: Backfill) -> Backfill:
+    """The same backfill, keeping no previous values (what every backfill did before undo existed)."""
+    def prepare(conn: psycopg.Connection):
+        return dataclasses.replace(backfill.prepare(conn), undoable=False)
+    return dataclasses.replace(backfill, prepare=prepare)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long to sample idle short queries")
+    parser.add_argument("--without-undo-records", action="store_true",
+                        help="also time the backfill keeping no undo records, on a third copy")
     args = parser.parse_args()
 
     tag = uuid.uuid4().hex[:8]
-    source, copy_a, copy_b = f"bench_backfill_{tag}", "", ""
+    source, copy_a, copy_b, copy_c = f"bench_backfill_{tag}", "", "", ""
     backfill = registry.get(BACKFILL)
     options = backfill.defaults
     print(f"backfill benchmark: {args.rows:,} payslip lines; {BACKFILL} defaults: batch {options.batch_size:,}, "
@@ -157,6 +172,8 @@ def main() -> int:
                           pg_size_pretty(pg_total_relation_size('hrms.payroll_payslipline'))""").fetchone()
         copy_a, url_a = _scratch.create(f"{source}_a", template=source)
         copy_b, url_b = _scratch.create(f"{source}_b", template=source)
+        if args.without_undo_records:
+            copy_c, url_c = _scratch.create(f"{source}_c", template=source)
         _scratch.drop(source)
         print(f"filled and cloned in {time.perf_counter() - started:.0f}s (table with indexes: {size})", flush=True)
 
@@ -190,7 +207,29 @@ def main() -> int:
         with psycopg.connect(url_b) as conn:
             wrong = conn.execute("SELECT count(*) FROM hrms.payroll_payslipline "
                                  "WHERE line_total IS DISTINCT FROM round(amount * quantity, 2)").fetchone()[0]
+            records, records_size = conn.execute(
+                """SELECT (SELECT count(*) FROM hrms.core_backfillundo),
+                          pg_size_pretty(pg_total_relation_size('hrms.core_backfillundo'))""").fetchone()
         assert result.rows_changed == updated and wrong == 0, (result.rows_changed, updated, wrong)
+
+        checkpoint(url_b)
+        started = time.perf_counter()
+        undo_options = undo.DEFAULTS.override(sleep_seconds=options.sleep_seconds, target_batch_ms=options.target_batch_ms)
+        report = undo.undo(PinnedDatabase(location=url_b), backfill=BACKFILL, options=undo_options, log=PrintLog(),
+                           undo_run_id=f"bench-undo-{tag}")
+        undo_s = time.perf_counter() - started
+        with psycopg.connect(url_b) as conn:
+            left = conn.execute("SELECT count(*) FROM hrms.payroll_payslipline WHERE line_total IS NOT NULL").fetchone()[0]
+        assert report.total("restored") == updated and left == 0, (report.total("restored"), left)
+        _scratch.drop(copy_b)
+
+        plain_s = None
+        if args.without_undo_records:
+            checkpoint(url_c)
+            plain = engine.run(PinnedDatabase(location=url_c), without_undo_records(backfill), options, log=PrintLog(),
+                               run_id=f"bench-plain-{tag}")
+            plain_s = plain.duration_s
+            _scratch.drop(copy_c)
 
         ratio = result.duration_s / single_s
         p99_batch = result.batch_ms_percentile(99)
@@ -202,6 +241,11 @@ def main() -> int:
         print(f"{'total time (s)':28}{single_s:16.1f}{result.duration_s:16.1f}{ratio:10.2f}   <= 2.00 "
               f"{'ok' if ratio <= 2 else 'MISSED'}")
         print(f"{'rows/s':28}{updated / single_s:16,.0f}{result.rows_per_second:16,.0f}")
+        print(f"{'undo of the backfill (s)':28}{'':16}{undo_s:16.1f}{undo_s / single_s:10.2f}")
+        if plain_s is not None:
+            print(f"{'backfill, no undo records':28}{'':16}{plain_s:16.1f}{plain_s / single_s:10.2f}   "
+                  f"(keeping them: x{result.duration_s / plain_s:.2f})")
+        print(f"undo records: {records:,} rows, {records_size} with their index")
         print(f"batches: {result.batches:,}, final batch size {result.final_batch_size:,}, "
               f"batch p50 {result.batch_ms_percentile(50):.0f} ms, p99 {p99_batch:.0f} ms (target < 250 "
               f"{'ok' if p99_batch < 250 else 'MISSED'}), max {max(result.batch_ms):.0f} ms; "
@@ -215,7 +259,7 @@ def main() -> int:
               f"{'ok' if query_ratio <= 2 else 'MISSED'})")
         return 0
     finally:
-        for name in (source, copy_a, copy_b):
+        for name in (source, copy_a, copy_b, copy_c):
             if name:
                 _scratch.drop(name)
 

@@ -53,56 +53,63 @@ class LogNotifier(AlertNotifier):
     pass
 
 
-class WebhookNotifier(AlertNotifier):
-    """POSTs `{"text": ..., "alert": {...}}` as JSON to a chat incoming-webhook URL."""
+WEBHOOK_URL_ENV = "HRMS_ALERT_WEBHOOK_URL"
+SMTP_HOST_ENV = "HRMS_ALERT_SMTP_HOST"
 
-    url: str
-    timeout_seconds: float = 10.0
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+class WebhookNotifier(AlertNotifier):
+    """POSTs `{"text": ..., "alert": {...}}` as JSON to the chat incoming-webhook URL in
+    HRMS_ALERT_WEBHOOK_URL (HRMS_ALERT_TIMEOUT_SECONDS, default 10).
+
+    No config fields: where alerts go is deployment configuration, read when an alert is sent. (A
+    field of a resource bound in Definitions appears in every job's run config, where a launcher
+    could point it at a server of their own.)"""
 
     def notify(self, alert: Alert) -> str | None:
+        url = _env(WEBHOOK_URL_ENV)
+        if not url:
+            raise RuntimeError(f"{WEBHOOK_URL_ENV} is not set: nowhere to send the alert")
         body = json.dumps({"text": alert.text(), "alert": asdict(alert)}).encode()
-        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=float(_env("HRMS_ALERT_TIMEOUT_SECONDS", "10"))) as response:
             response.read()
         return "webhook"
 
 
 class EmailNotifier(AlertNotifier):
-    smtp_host: str
-    smtp_port: int = 587
-    sender: str
-    recipients: list[str]
-    username: str = ""
-    password: str = ""
-    starttls: bool = True
+    """Sends the alert by email through HRMS_ALERT_SMTP_HOST (HRMS_ALERT_SMTP_PORT, default 587),
+    from HRMS_ALERT_FROM to the comma-separated HRMS_ALERT_TO, logging in with HRMS_ALERT_SMTP_USER /
+    HRMS_ALERT_SMTP_PASSWORD when set, STARTTLS unless HRMS_ALERT_SMTP_STARTTLS=false. No config
+    fields, like WebhookNotifier."""
 
     def notify(self, alert: Alert) -> str | None:
+        host = _env(SMTP_HOST_ENV)
+        recipients = [r.strip() for r in _env("HRMS_ALERT_TO").split(",") if r.strip()]
+        if not host or not recipients:
+            raise RuntimeError(f"{SMTP_HOST_ENV} and HRMS_ALERT_TO must both be set to send alerts by email")
         message = EmailMessage()
         message["Subject"] = f"[HRMS] {alert.job_name} failed"
-        message["From"] = self.sender
-        message["To"] = ", ".join(self.recipients)
+        message["From"] = _env("HRMS_ALERT_FROM", "hrms-pipelines@localhost")
+        message["To"] = ", ".join(recipients)
         message.set_content(alert.text())
-        with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=30) as smtp:
-            if self.starttls:
+        with smtplib.SMTP(host, int(_env("HRMS_ALERT_SMTP_PORT", "587")), timeout=30) as smtp:
+            if _env("HRMS_ALERT_SMTP_STARTTLS", "true").lower() not in ("0", "false", "no"):
                 smtp.starttls()
-            if self.username:
-                smtp.login(self.username, self.password)
+            if user := _env("HRMS_ALERT_SMTP_USER"):
+                smtp.login(user, os.environ.get("HRMS_ALERT_SMTP_PASSWORD", ""))
             smtp.send_message(message)
         return "email"
 
 
 def notifier_from_environment() -> AlertNotifier:
-    if os.environ.get("HRMS_ALERT_WEBHOOK_URL"):
-        return WebhookNotifier(url=dg.EnvVar("HRMS_ALERT_WEBHOOK_URL"))
-    if os.environ.get("HRMS_ALERT_SMTP_HOST"):
-        return EmailNotifier(
-            smtp_host=dg.EnvVar("HRMS_ALERT_SMTP_HOST"),
-            smtp_port=int(os.environ.get("HRMS_ALERT_SMTP_PORT", "587")),
-            sender=os.environ.get("HRMS_ALERT_FROM", "hrms-pipelines@localhost"),
-            recipients=[r.strip() for r in os.environ.get("HRMS_ALERT_TO", "").split(",") if r.strip()],
-            username=os.environ.get("HRMS_ALERT_SMTP_USER", ""),
-            password=dg.EnvVar("HRMS_ALERT_SMTP_PASSWORD") if os.environ.get("HRMS_ALERT_SMTP_PASSWORD") else "",
-        )
+    if _env(WEBHOOK_URL_ENV):
+        return WebhookNotifier()
+    if _env(SMTP_HOST_ENV):
+        return EmailNotifier()
     return LogNotifier()
 
 

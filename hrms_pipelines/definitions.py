@@ -57,6 +57,7 @@ defs = dg.Definitions(
         audit_partitions.audit_log_partitions,
         backfill_jobs.data_backfill,
         backfill_jobs.field_backfill,
+        backfill_jobs.undo_backfill,
     ],
     schedules=[
         audit_partitions.audit_log_partitions_daily,

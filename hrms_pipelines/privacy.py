@@ -56,7 +56,7 @@ COLUMNS: dict[str, Kind] = {
 TABLE_COLUMNS: dict[str, dict[str, Kind]] = {
     "history_timelineevent": {"summary": Kind.TEXT, "details": Kind.TEXT},    # "salary GHS 8,500.00 -> ..."
     "history": {"summary": Kind.TEXT},                                         # the history import file
-    "payroll_payslipline": {"amount": Kind.MONEY, "description": Kind.TEXT},
+    "payroll_payslipline": {"amount": Kind.MONEY, "line_total": Kind.MONEY, "description": Kind.TEXT},
     "core_auditlog": {"before": Kind.TEXT, "after": Kind.TEXT},               # copies of changed rows
     "core_alert": {"error_message": Kind.TEXT},
 }

@@ -130,7 +130,12 @@ def test_injection_attempts_are_stored_and_matched_literally(hrms_db, staff):
         (FieldSpec("employees_employee", "status", "retired"),
          "setting status = 'retired' would violate constraint employees_employee_status_check"),
         (FieldSpec("employees_employee", "id", "1"), "column 'id' cannot be backfilled"),
-        (FieldSpec("employees_employee", "email", None), "column email is NOT NULL; value null is not allowed"),
+        (FieldSpec("employees_employee", "is_placeholder", None), "column is_placeholder is NOT NULL; value null is not allowed"),
+        (FieldSpec("employees_employee", "email", "x@example.org"),
+         "refused to set employees_employee.email \\(email data\\). Run config is stored by Dagster .* "
+         "HRMS_BACKFILL_SENSITIVE_COLUMNS=employees_employee.email"),
+        (FieldSpec("employees_employee", "department_code", "X", FilterSpec("email", "=", "kofi@example.org")),
+         "refused to filter on by value employees_employee.email"),
         (FieldSpec("employees_employee", "department_code", "X", FilterSpec("department_code", "is_null", "ENG")),
          "filter operator is_null takes no value"),
         (FieldSpec("employees_employee", "department_code", "X", FilterSpec("status", "in", [])), "needs a non-empty list"),
@@ -138,7 +143,8 @@ def test_injection_attempts_are_stored_and_matched_literally(hrms_db, staff):
     ],
     ids=["unknown-table", "not-allowed-table", "table-injection", "unknown-column", "column-injection",
          "unknown-filter-column", "operator-like", "operator-injection", "value-type", "filter-value-type", "fk-type",
-         "check-constraint", "primary-key", "not-null", "is-null-with-value", "empty-in", "equals-null"],
+         "check-constraint", "primary-key", "not-null", "sensitive-column", "sensitive-filter", "is-null-with-value",
+         "empty-in", "equals-null"],
 )
 def test_bad_input_is_refused_before_anything_changes(untouched_staff, spec, message):
     staff = untouched_staff

@@ -13,12 +13,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from hrms_pipelines.backfills import jobs as backfill_jobs
+from hrms_pipelines.backfills import jobs as backfill_jobs, undo
 from hrms_pipelines.backfills.registry import registry
+from hrms_pipelines.resources import PinnedDatabase
 
 from .backfill_probe_defs import PROBE_TABLE_DDL, probe_job
 from .conftest import _url, create_database, drop_database
-from .test_backfill_engine import add_employees
+from .test_backfill_engine import ListLog, add_employees
 
 PROBE_ROWS = 2000
 
@@ -111,6 +112,7 @@ def make_probe(url: str) -> None:
 def test_kill_9_mid_backfill_then_relaunch_equals_an_uninterrupted_run(database_url, pg_admin_url, migrated_template,
                                                                        subprocess_env, project_root):
     make_probe(database_url)
+    untouched = probe_state(database_url)
     tags = json.dumps({"dagster/partition": "increment_probe"})
     command = [str(project_root / ".venv/bin/dagster"), "job", "execute", "-f",
                str(project_root / "hrms_pipelines_tests/backfill_probe_defs.py"), "-j", "data_backfill", "--tags", tags]
@@ -158,8 +160,6 @@ def test_kill_9_mid_backfill_then_relaunch_equals_an_uninterrupted_run(database_
     try:
         reference_url = _url(pg_admin_url, reference)
         make_probe(reference_url)
-        from hrms_pipelines.resources import PinnedDatabase
-
         with dg.instance_for_test() as instance:
             assert probe_job.execute_in_process(
                 partition_key="increment_probe", instance=instance, resources={"hrms_db": PinnedDatabase(location=reference_url)},
@@ -179,3 +179,10 @@ def test_kill_9_mid_backfill_then_relaunch_equals_an_uninterrupted_run(database_
                                  WHERE source = 'backfill:increment_probe' ORDER BY 1""").fetchall()
     assert sum(r[2] for r in ranges) == PROBE_ROWS
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
+
+    # Undone, the killed run and its relaunch put back exactly the table they started from: the
+    # killed run kept the previous values of its committed batches, and of nothing else.
+    report = undo.undo(PinnedDatabase(location=database_url), backfill="increment_probe", log=ListLog(),
+                       options=undo.DEFAULTS.override(sleep_seconds=0))
+    assert [r.restored for r in report.runs] == [PROBE_ROWS - rows_done, rows_done]
+    assert probe_state(database_url) == untouched

@@ -46,10 +46,12 @@ def test_import_role_can_read_insert_update_but_never_delete_or_truncate(hrms_db
 
 
 def test_every_hr_table_is_granted_to_the_import_role(hrms_db):
-    """SELECT, INSERT, UPDATE on every HR table, never DELETE or TRUNCATE; the audit trail and the
-    application's access control and accounts are INSERT-only for it, import records updated per column."""
+    """SELECT, INSERT, UPDATE on every HR table, never DELETE or TRUNCATE; the audit trail, the backfills'
+    undo records and the application's access control and accounts are INSERT-only for it, import records
+    and backfill runs (their undo mark) updated per column."""
     insert_only = {"hrms.core_auditlog", "hrms.core_role", "hrms.core_permission", "hrms.core_rolepermission",
-                   "hrms.core_useraccount", "hrms.imports_importrecord"}
+                   "hrms.core_useraccount", "hrms.imports_importrecord", "hrms.core_backfillrun",
+                   "hrms.core_backfillundo"}
     with hrms_db.connection(READER) as conn:
         rows = conn.execute(
             """

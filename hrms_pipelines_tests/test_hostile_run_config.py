@@ -65,6 +65,8 @@ REMOVED = [
       for job in ("hrms_import", "apply_migrations", "restore_backup", "check_migrations", "field_backfill")],
     *[(job, {"resources": {"io_manager": {"config": {"base_dir": "/tmp/evil"}}}})
       for job in ("hrms_import", "apply_migrations", "seed_environment")],
+    *[(job, {"resources": {"alert_notifier": {"config": {"url": "http://attacker.example/hook"}}}})
+      for job in ("hrms_import", "restore_backup")],
     ("restore_backup", {"resources": {"io_manager": {"config": {"base_dir": "/tmp/evil"}}},
                         "ops": {"verify_backup_files": {"config": {"backup_id": "x"}}}}),
 ]

@@ -536,13 +536,15 @@ def smtp_port():
 
 
 @pytest.mark.parametrize("name", ["sql_rejects", "constraint_violation", "pandera_rejects", "validation_names"])
-def test_failure_alerts_hold_no_planted_value(leak_env, cases, name, webhook, smtp_port, caplog):
+def test_failure_alerts_hold_no_planted_value(leak_env, cases, name, webhook, smtp_port, caplog, monkeypatch):
     case = cases.get(name)
     [result] = case.results
     hrms_db = PinnedDatabase(location=case.database_url)
-    notifiers = [alerts.WebhookNotifier(url=webhook),
-                 alerts.EmailNotifier(smtp_host="127.0.0.1", smtp_port=smtp_port, sender="hrms@example.com",
-                                      recipients=["hr-ops@example.com"], starttls=False)]
+    for key, value in {alerts.WEBHOOK_URL_ENV: webhook, alerts.SMTP_HOST_ENV: "127.0.0.1",
+                       "HRMS_ALERT_SMTP_PORT": str(smtp_port), "HRMS_ALERT_FROM": "hrms@example.com",
+                       "HRMS_ALERT_TO": "hr-ops@example.com", "HRMS_ALERT_SMTP_STARTTLS": "false"}.items():
+        monkeypatch.setenv(key, value)
+    notifiers = [alerts.WebhookNotifier(), alerts.EmailNotifier()]
     caplog.set_level("DEBUG")
     for notifier in notifiers:
         context = dg.build_run_status_sensor_context(

@@ -38,7 +38,7 @@ def trace_case(tmp_path: Path, sql: str, setup: str | None = None, **kwargs):
     (root / "zz").mkdir()
     paths = []
     for number, text in enumerate((setup or "SELECT 1;\n", sql), start=1):
-        header = "-- hrms:depends-on: core/0003\n" if number == 1 else ""
+        header = "-- hrms:depends-on: core/0003, payroll/0003\n" if number == 1 else ""
         path = root / "zz" / f"{number:04d}_{'setup' if number == 1 else 'case'}.up.sql"
         path.write_text(header + text)
         path.with_name(path.name.replace(".up.", ".down.")).write_text("SELECT 1;\n")
@@ -105,7 +105,7 @@ def batch(root: Path, pick) -> dict[str, str]:
             if text is None:
                 continue
             number += 1
-            header = "-- hrms:depends-on: core/0003\n" if number == 1 else ""
+            header = "-- hrms:depends-on: core/0003, payroll/0003\n" if number == 1 else ""
             path = root / "zz" / f"{number:04d}_{kind}_{rule_id.replace('-', '_')}.up.sql"
             path.write_text(header + text)
             path.with_name(path.name.replace(".up.", ".down.")).write_text("SELECT 1;\n")

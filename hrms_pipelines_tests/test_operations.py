@@ -67,12 +67,14 @@ class _Collector(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_webhook_notifier_delivers_the_alert_to_chat(hrms_db):
+def test_a_webhook_notifier_delivers_the_alert_to_chat(hrms_db, monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), _Collector)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        notifier = alerts.WebhookNotifier(url=f"http://127.0.0.1:{server.server_port}/hooks/hrms")
+        monkeypatch.setenv(alerts.WEBHOOK_URL_ENV, f"http://127.0.0.1:{server.server_port}/hooks/hrms")
+        notifier = alerts.notifier_from_environment()
+        assert isinstance(notifier, alerts.WebhookNotifier)
         with dg.instance_for_test() as instance:
             result = failed_run(instance)
             alerts.hrms_run_failure_alerts(failure_context(instance, result, hrms_db=hrms_db, alert_notifier=notifier))
@@ -87,8 +89,10 @@ def test_a_webhook_notifier_delivers_the_alert_to_chat(hrms_db):
         assert conn.execute("SELECT delivered_to FROM hrms.core_alert").fetchone()[0] == ["webhook"]
 
 
-def test_an_undeliverable_alert_is_still_recorded(hrms_db):
-    notifier = alerts.WebhookNotifier(url="http://127.0.0.1:9/nobody-listens", timeout_seconds=2)
+def test_an_undeliverable_alert_is_still_recorded(hrms_db, monkeypatch):
+    monkeypatch.setenv(alerts.WEBHOOK_URL_ENV, "http://127.0.0.1:9/nobody-listens")
+    monkeypatch.setenv("HRMS_ALERT_TIMEOUT_SECONDS", "2")
+    notifier = alerts.WebhookNotifier()
     with dg.instance_for_test() as instance:
         result = failed_run(instance)
         alerts.hrms_run_failure_alerts(failure_context(instance, result, hrms_db=hrms_db, alert_notifier=notifier))

@@ -1,6 +1,7 @@
-"""Batched, resumable data backfills: registry.py (what can be backfilled), engine.py (keyset
-batches, checkpoint, throttle, progress), field.py (the generic field backfill), builtin.py (the
-registered backfills), jobs.py (`data_backfill`, `field_backfill`).
+"""Batched, resumable, undoable data backfills: registry.py (what can be backfilled), engine.py
+(keyset batches, checkpoint, throttle, progress), capture.py (the previous values of every row a run
+changes), undo.py (putting them back), field.py (the generic field backfill), builtin.py (the
+registered backfills), jobs.py (`data_backfill`, `field_backfill`, `undo_backfill`).
 
 Importing the package registers the built-in backfills on `registry.registry`."""
 

@@ -6,13 +6,15 @@ One batch, in one transaction run as the import role (SELECT/INSERT/UPDATE only)
     SET LOCAL statement_timeout, lock_timeout; SET LOCAL ROLE hrms_importer
     SELECT min(id), max(id), count(*) FROM (SELECT id FROM t WHERE id > <checkpoint>
         AND <still needs the change> ORDER BY id LIMIT <n>) batch
-    <the backfill's UPDATE of the rows in [min, max] that still need the change>
+    <the backfill's UPDATE of the rows in [min, max] that still need the change, which in the same
+     statement writes each changed row's previous values to core_backfillundo (capture.py)>
     UPDATE core_backfillcheckpoint SET last_key = <last id>, rows_done = rows_done + <changed> ...
     INSERT INTO core_auditlog (one row for the batch: key range, rows changed)
     COMMIT
 
-The checkpoint commits with the batch or not at all, so a run killed at any instant resumes exactly
-after the last committed batch and never applies a batch twice. Between batches: a sleep, the
+The checkpoint and the before-images commit with the batch or not at all, so a run killed at any
+instant resumes exactly after the last committed batch, never applies a batch twice, and leaves
+exactly the previous values of what it changed (undo.py puts them back). Between batches: a sleep, the
 batch size adapted toward a target duration, and a pause while the database is busy.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +30,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from hrms_pipelines import locks, settings
+from hrms_pipelines import errors, locks, settings
+from hrms_pipelines.backfills import capture
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase, local_transaction
 
@@ -72,6 +76,7 @@ class Result:
     paused_s: float = 0.0
     retries: int = 0
     checkpoint_rows_done: int = 0
+    run_id: str | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -176,10 +181,12 @@ def read_checkpoint(conn: psycopg.Connection, name: str) -> Checkpoint | None:
     return Checkpoint(*row) if row else None
 
 
-def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *, restart: bool, run_id: str | None) -> None:
+def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *, restart: bool, run_id: str) -> int | None:
+    """Start (or resume) the checkpoint and, for an undoable plan, record the run in the same
+    transaction; returns the run's record id (None when the plan is not undoable)."""
     params = Jsonb({**plan.params, "options": {k: v for k, v in vars(options).items()}})
     with local_transaction(conn):
-        conn.execute(
+        state = conn.execute(
             f"""
             INSERT INTO {CHECKPOINTS} AS c (name, status, params, run_id) VALUES (%(name)s, 'running', %(params)s, %(run_id)s)
             ON CONFLICT (name) DO UPDATE SET
@@ -189,9 +196,11 @@ def _start_checkpoint(conn: psycopg.Connection, plan: Plan, options: Options, *,
                 rows_done    = CASE WHEN %(restart)s THEN 0 ELSE c.rows_done END,
                 batches_done = CASE WHEN %(restart)s THEN 0 ELSE c.batches_done END,
                 started_at   = CASE WHEN %(restart)s THEN now() ELSE c.started_at END
+            RETURNING last_key, rows_done, batches_done
             """,
             {"name": plan.name, "params": params, "run_id": run_id, "restart": restart},
-        )
+        ).fetchone()
+        return capture.start_run(conn, plan, run_id, state, restart=restart) if plan.undoable else None
 
 
 def _finish_checkpoint(conn: psycopg.Connection, name: str, status: str, error: str | None = None) -> None:
@@ -220,8 +229,8 @@ def count_pending(conn: psycopg.Connection, plan: Plan, after: int | None) -> in
 
     The count runs on one core: a parallel scan of a large table would take every core of the
     database server for its duration, which is what a throttled backfill exists to avoid."""
-    query = sql.SQL("SELECT count(*) FROM {table} WHERE {after} AND ({pending})").format(
-        table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
+    query = sql.SQL("SELECT count(*) FROM {table} WHERE {after} AND {where}").format(
+        table=plan.table_sql, after=_after_clause(plan, after), where=plan.where_sql)
     try:
         with local_transaction(conn, statement_timeout=COUNT_TIMEOUT):
             conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
@@ -239,8 +248,8 @@ def rows_left(conn: psycopg.Connection, plan: Plan, last_key: int | None) -> int
 # --- the run -----------------------------------------------------------------------------------
 
 class _Progress:
-    def __init__(self, name: str, total: int | None, every: float, log: Log) -> None:
-        self.name, self.total, self.every, self.log = name, total, every, log
+    def __init__(self, name: str, total: int | None, every: float, log: Log, unit: str = "rows") -> None:
+        self.name, self.total, self.every, self.log, self.unit = name, total, every, log, unit
         self.started = time.monotonic()
         self.last = self.started
 
@@ -254,7 +263,7 @@ class _Progress:
             left = f"{remaining:,}"
             eta = _duration(remaining / rate) if rate > 0 else "unknown"
         last_ms = result.batch_ms[-1] if result.batch_ms else 0.0
-        return (f"backfill {self.name}: {result.rows_changed:,} rows changed, {left} left, {rate:,.0f} rows/s, "
+        return (f"backfill {self.name}: {result.rows_changed:,} rows changed, {left} left, {rate:,.0f} {self.unit}/s, "
                 f"ETA {eta}; {result.batches:,} batches, batch size {batch_size:,}, last batch {last_ms:.0f} ms")
 
     def maybe_log(self, result: Result, batch_size: int) -> None:
@@ -276,20 +285,27 @@ def _duration(seconds: float) -> str:
 
 
 def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after: int | None, size: int,
-               run_id: str | None) -> tuple[int, int | None, int]:
-    """One batch and its checkpoint in one transaction; returns (rows in the batch, its last key,
-    rows changed). Only the batch's bounds come back to Python, not its keys."""
+               run_id: str, recorder: capture.Capture | None) -> tuple[int, int | None, int]:
+    """One batch, the before-images of its rows, its checkpoint and audit row in one transaction;
+    returns (rows in the batch, its last key, rows changed). Only the batch's bounds come back to
+    Python, not its keys."""
     key = sql.Identifier(plan.key)
     bounds = sql.SQL(
         "SELECT min({key}), max({key}), count(*) FROM "
-        "(SELECT {key} FROM {table} WHERE {after} AND ({pending}) ORDER BY {key} LIMIT %(_limit)s) batch"
-    ).format(key=key, table=plan.table_sql, after=_after_clause(plan, after), pending=plan.pending_sql)
+        "(SELECT {key} FROM {table} WHERE {after} AND {where} ORDER BY {key} LIMIT %(_limit)s) batch"
+    ).format(key=key, table=plan.table_sql, after=_after_clause(plan, after), where=plan.where_sql)
     with local_transaction(conn, lock_timeout=options.lock_timeout,
                            statement_timeout=options.statement_timeout):
         first, last, rows = conn.execute(bounds, {**plan.bind, "_after": after, "_limit": size}).fetchone()
         if not rows:
             return 0, None, 0
-        changed = plan.apply(Batch(conn=conn, plan=plan, first_key=first, last_key=last, size=rows))
+        batch = Batch(conn=conn, plan=plan, first_key=first, last_key=last, size=rows, capture=recorder)
+        changed = plan.apply(batch)
+        if recorder is not None and changed > batch.updated:
+            raise BackfillError(
+                f"backfill {plan.name}: the batch {plan.key} {first}..{last} reports {changed:,} rows changed but only "
+                f"{batch.updated:,} went through batch.update, which records what it changes for undo; change rows only "
+                "with batch.update. The batch was rolled back.")
         conn.execute(
             f"""UPDATE {CHECKPOINTS} SET last_key = %s, rows_done = rows_done + %s, batches_done = batches_done + 1,
                    updated_at = now() WHERE name = %s""",
@@ -297,10 +313,11 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
         )
         conn.execute(
             f"""INSERT INTO {settings.HR_SCHEMA}.core_auditlog (run_id, source, action, table_name, row_key, after)
-                VALUES (%s, %s, 'backfill', %s, %s, %s)""",
-            [run_id, f"backfill:{plan.name}", plan.table, f"{plan.key} {first}..{last}",
+                VALUES (%s, %s, %s, %s, %s, %s)""",
+            [run_id, plan.audit_source or f"backfill:{plan.name}", plan.action, plan.changes_table or plan.table,
+             f"{plan.changes_key or plan.key} {first}..{last}",
              Jsonb({"backfill": plan.name, "rows_changed": changed, "rows_in_batch": rows,
-                    "first_key": first, "last_key": last})],
+                    "first_key": first, "last_key": last, **batch.details})],
         )
     return rows, last, changed
 
@@ -332,8 +349,12 @@ def run(
     dry_run: bool = False,
     run_id: str | None = None,
 ) -> Result:
-    """Run `backfill` until no row is left (or `options.max_batches`); see the module docstring."""
+    """Run `backfill` until no row is left (or `options.max_batches`); see the module docstring.
+
+    `run_id` names this run in the checkpoint, the audit log and the undo records (Dagster's run id;
+    a fresh `local-<uuid>` when None)."""
     options.validate()
+    run_id = run_id or f"local-{uuid.uuid4()}"
     with db.connection(IMPORTER, autocommit=True) as conn:
         try:
             with locks.session_lock(conn, locks.backfill_lock(backfill.name), wait=options.lock_wait):
@@ -344,13 +365,13 @@ def run(
 
 
 def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, *, log: Log, restart: bool,
-                dry_run: bool, run_id: str | None) -> Result:
+                dry_run: bool, run_id: str) -> Result:
     started = time.monotonic()
     plan = backfill.prepare(conn)
     checkpoint = read_checkpoint(conn, plan.name)
     after = None if restart or checkpoint is None else checkpoint.last_key
     result = Result(name=plan.name, table=plan.qualified_table, status="dry_run" if dry_run else "running",
-                    dry_run=dry_run, resumed_from_key=after)
+                    dry_run=dry_run, resumed_from_key=after, run_id=run_id)
     where = f"after key {after:,}" if after is not None else "from the start"
 
     if dry_run:
@@ -364,20 +385,28 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
                  f"change ({where}); {_n(result.rows_left)} need the change in the whole table. Nothing was changed.")
         return result
 
+    if plan.undoable and (undoing := capture.unfinished_undo(conn, plan.name)) is not None:
+        raise BackfillError(
+            f"backfill {plan.name}: the undo of its run {undoing} has started and not finished; launch undo_backfill "
+            f"again (backfill: {plan.name}, run_id: {undoing}) to finish it before running the backfill again")
     total = count_pending(conn, plan, after)
-    log.info(f"backfill {plan.name} on {plan.qualified_table}: {_n(total)} rows to change, {where}"
+    log.info(f"backfill {plan.name} on {plan.qualified_table}: {_n(total)} {plan.unit} to change, {where}"
              + (" (restart)" if restart else "") + f"; batch size {options.batch_size:,}, "
              f"target {options.target_batch_ms or '-'} ms, sleep {options.sleep_seconds}s")
-    _start_checkpoint(conn, plan, options, restart=restart, run_id=run_id)
+    run_ref = _start_checkpoint(conn, plan, options, restart=restart, run_id=run_id)
+    recorder = capture.Capture.start(conn, plan, run_ref) if run_ref is not None else None
+    if recorder is not None:
+        log.info(f"backfill {plan.name}: keeps for undo the {recorder.description}")
     sizer = BatchSizer(options)
-    progress = _Progress(plan.name, total, options.progress_every_seconds, log)
+    progress = _Progress(plan.name, total, options.progress_every_seconds, log, plan.unit)
     consecutive_failures = 0
     try:
         while True:
             result.paused_s += _wait_while_busy(conn, options, plan.name, log)
             batch_started = time.perf_counter()
             try:
-                rows, last, changed = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id)
+                rows, last, changed = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id,
+                                                 recorder=recorder)
             except RETRYABLE as exc:
                 consecutive_failures += 1
                 result.retries += 1
@@ -409,7 +438,7 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
                 time.sleep(options.sleep_seconds)
     except BaseException as exc:  # killed by Dagster, a bug, a batch that cannot pass: keep the place
         try:
-            _finish_checkpoint(conn, plan.name, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            _finish_checkpoint(conn, plan.name, "failed", error=errors.safe_message(exc)[:2000])
         except Exception:  # noqa: BLE001 - the original error is what matters
             pass
         raise
@@ -423,6 +452,9 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
     final = read_checkpoint(conn, plan.name)
     result.checkpoint_rows_done = final.rows_done if final else 0
     log.info(_summary(result))
+    if recorder is not None and result.rows_changed:
+        log.info(f"backfill {plan.name}: the previous values of the {result.rows_changed:,} rows changed are kept; to "
+                 f"put them back, launch undo_backfill with backfill: {plan.name}, run_id: {run_id}")
     if result.status == "completed" and plan.pending is not None and result.rows_left:
         log.warning(f"backfill {plan.name}: {result.rows_left:,} rows before the checkpoint still need the change "
                     "(changed while it ran, or since an earlier pass); launch it with restart: true to sweep them")

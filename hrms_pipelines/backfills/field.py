@@ -11,19 +11,26 @@ Everything a user gives is checked against the live schema before a row changes:
 - a trial UPDATE of one matching row, rolled back, surfaces constraint violations (CHECK, foreign
   key, NOT NULL) before the first batch.
 Identifiers are composed with psycopg.sql.Identifier; no text from the user becomes SQL.
+
+Personal and pay columns (privacy.py). A `field_backfill` takes its value from run config, which
+Dagster stores and shows to anyone who can open the UI: so the job refuses to set such a column, or
+to filter on one by value, unless the deployment lists it (`table.column`, comma-separated) in
+HRMS_BACKFILL_SENSITIVE_COLUMNS. A registered field backfill (code, reviewed) is not limited. Either
+way the values of such columns are masked in every message (privacy.mask_cell).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import settings
+from hrms_pipelines import errors, privacy, settings
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 from hrms_pipelines.resources import local_transaction
 
@@ -46,6 +53,10 @@ COMPARISONS: dict[str, str] = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": 
 OPERATORS: tuple[str, ...] = (*COMPARISONS, "is_null", "is_not_null", "in")
 MAX_IN_VALUES = 1000
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+NULL_TESTS = frozenset({"is_null", "is_not_null"})
+SENSITIVE_COLUMNS_ENV = "HRMS_BACKFILL_SENSITIVE_COLUMNS"
+"""Deployment configuration: the personal or pay columns (`table.column`, comma-separated) that the
+field_backfill job may set or filter on by value."""
 
 Scalar = str | int | float | bool | None
 
@@ -73,6 +84,39 @@ class FieldSpec:
         field backfill resumes it; a different value or filter is a different backfill."""
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"field:{normalize_table(self.table)}.{self.column}:{digest}"
+
+
+def sensitive_columns_allowed() -> frozenset[str]:
+    """`table.column` entries of HRMS_BACKFILL_SENSITIVE_COLUMNS (read when a run starts)."""
+    raw = os.environ.get(SENSITIVE_COLUMNS_ENV, "")
+    return frozenset(item.strip().lower().removeprefix(settings.HR_SCHEMA + ".") for item in raw.split(",") if item.strip())
+
+
+def shown(column: str | None, value: Any, table: str) -> str:
+    """`value` of `column` as a message may show it: repr, masked when the column holds personal or pay data."""
+    if isinstance(value, (list, tuple)):
+        return repr([privacy.mask_cell(column, v, table) for v in value])
+    return repr(privacy.mask_cell(column, value, table))
+
+
+def _check_sensitive(spec: FieldSpec, table: str, allowed: frozenset[str]) -> None:
+    """Refuse a run-config field backfill that sets a personal or pay column, or filters on one by value,
+    unless the deployment allows that column."""
+    uses = []
+    if privacy.is_sensitive(spec.column, table):
+        uses.append((spec.column, "set"))
+    if spec.filter is not None and str(spec.filter.operator).strip().lower() not in NULL_TESTS \
+            and privacy.is_sensitive(spec.filter.column, table):
+        uses.append((spec.filter.column, "filter on by value"))
+    refused = [(c, how) for c, how in uses if f"{table}.{c}".lower() not in allowed]
+    if refused:
+        what = "; ".join(f"{how} {table}.{c} ({privacy.kind_of(c, table).value} data)" for c, how in refused)
+        raise FieldBackfillError(
+            f"field backfill of {settings.HR_SCHEMA}.{table}: refused to {what}. Run config is stored by Dagster and shown "
+            "to anyone who can open its UI, so a value typed there would leave the HR tables in clear. Write a registered "
+            "backfill (code, reviewed) instead, or, for a one-off correction the data owner approved, list the column in "
+            f"the deployment's {SENSITIVE_COLUMNS_ENV} (e.g. {SENSITIVE_COLUMNS_ENV}={table}.{refused[0][0]}). "
+            "Nothing was changed.")
 
 
 def normalize_table(name: str) -> str:
@@ -137,7 +181,7 @@ def _as_parameter(value: Any) -> str | None:
     return str(value)
 
 
-def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str) -> tuple[sql.Composable, dict[str, Any]]:
+def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str, table: str) -> tuple[sql.Composable, dict[str, Any]]:
     if spec.column not in columns:
         raise FieldBackfillError(f"{where}: filter column {spec.column!r} does not exist; columns: {', '.join(columns)}")
     column = sql.Identifier(spec.column)
@@ -147,12 +191,13 @@ def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str) ->
             f"{where}: filter operator {spec.operator!r} is not allowed; use one of: {', '.join(OPERATORS)}")
     if operator in ("is_null", "is_not_null"):
         if spec.value not in (None, True):
-            raise FieldBackfillError(f"{where}: filter operator {operator} takes no value (got {spec.value!r})")
+            raise FieldBackfillError(f"{where}: filter operator {operator} takes no value (got {shown(spec.column, spec.value, table)})")
         return sql.SQL("{} IS NULL" if operator == "is_null" else "{} IS NOT NULL").format(column), {}
     if operator == "in":
         values = spec.value
         if not isinstance(values, (list, tuple)) or not values:
-            raise FieldBackfillError(f"{where}: filter operator in needs a non-empty list of values (got {values!r})")
+            raise FieldBackfillError(
+                f"{where}: filter operator in needs a non-empty list of values (got {shown(spec.column, values, table)})")
         if len(values) > MAX_IN_VALUES:
             raise FieldBackfillError(f"{where}: filter operator in takes at most {MAX_IN_VALUES} values (got {len(values)})")
         if any(v is None for v in values):
@@ -162,7 +207,8 @@ def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str) ->
         return sql.SQL("{} IN ({})").format(column, placeholders), params
     if spec.value is None or isinstance(spec.value, (list, tuple, dict)):
         raise FieldBackfillError(
-            f"{where}: filter operator {operator} needs one value (got {spec.value!r}); for null use is_null / is_not_null")
+            f"{where}: filter operator {operator} needs one value (got {shown(spec.column, spec.value, table)}); "
+            "for null use is_null / is_not_null")
     return (sql.SQL("{} {} {}").format(column, sql.SQL(COMPARISONS[operator]), sql.Placeholder("fb_filter")),
             {"fb_filter": _as_parameter(spec.value)})
 
@@ -171,27 +217,36 @@ def _describe_database_error(exc: psycopg.Error, spec: FieldSpec, table: str, co
                              stage: str) -> str:
     where = f"field backfill of {settings.HR_SCHEMA}.{table}.{spec.column}"
     message = exc.diag.message_primary or str(exc)
+    if privacy.is_sensitive(spec.column, table) or (spec.filter is not None and privacy.is_sensitive(spec.filter.column, table)):
+        message = errors.describe_database_error(exc)  # PostgreSQL's message may quote the value: masked
     if stage == "value":
-        return (f"{where}: value {spec.value!r} for column {spec.column} ({columns[spec.column].type}) was refused by "
-                f"PostgreSQL: {message}. Nothing was changed.")
+        return (f"{where}: value {shown(spec.column, spec.value, table)} for column {spec.column} "
+                f"({columns[spec.column].type}) was refused by PostgreSQL: {message}. Nothing was changed.")
     if stage == "filter" and spec.filter is not None:
-        return (f"{where}: filter value {spec.filter.value!r} for column {spec.filter.column} "
-                f"({columns[spec.filter.column].type}) was refused by PostgreSQL: {message}. Nothing was changed.")
+        return (f"{where}: filter value {shown(spec.filter.column, spec.filter.value, table)} for column "
+                f"{spec.filter.column} ({columns[spec.filter.column].type}) was refused by PostgreSQL: {message}. "
+                "Nothing was changed.")
     if isinstance(exc, psycopg.errors.IntegrityError):
         constraint = exc.diag.constraint_name
-        return (f"{where}: setting {spec.column} = {spec.value!r} would violate "
+        return (f"{where}: setting {spec.column} = {shown(spec.column, spec.value, table)} would violate "
                 f"{'constraint ' + constraint if constraint else 'a constraint'}: {message}. Nothing was changed.")
     return f"{where}: PostgreSQL refused the backfill: {message}. Nothing was changed."
 
 
-def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str | None = None) -> Plan:
-    """Validate `spec` against the live schema and return the plan; raises FieldBackfillError."""
+def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str | None = None,
+                        sensitive_allowed: frozenset[str] | None = None) -> Plan:
+    """Validate `spec` against the live schema and return the plan; raises FieldBackfillError.
+
+    `sensitive_allowed`: for a spec from run config, the personal or pay columns (`table.column`) it
+    may set or filter on by value (see the module docstring); None for a registered one (code)."""
     table = normalize_table(spec.table)
     where = f"field backfill of {spec.table!r}"
     if table not in ALLOWED_TABLES:
         raise FieldBackfillError(
             f"{where}: table {spec.table!r} is not one a field backfill may change; allowed tables: "
             + ", ".join(sorted(ALLOWED_TABLES)))
+    if sensitive_allowed is not None:
+        _check_sensitive(spec, table, sensitive_allowed)
     columns = _columns(conn, table)
     if not columns:
         raise FieldBackfillError(f"{where}: table {settings.HR_SCHEMA}.{table} does not exist in this database "
@@ -210,7 +265,7 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
     if spec.value is None and not target.nullable:
         raise FieldBackfillError(f"{where}: column {spec.column} is NOT NULL; value null is not allowed")
     if isinstance(spec.value, (list, tuple, dict)):
-        raise FieldBackfillError(f"{where}: value must be a single value (got {spec.value!r})")
+        raise FieldBackfillError(f"{where}: value must be a single value (got {shown(spec.column, spec.value, table)})")
 
     params: dict[str, Any] = {"fb_value": _as_parameter(spec.value)}
     column = sql.Identifier(spec.column)
@@ -223,18 +278,20 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
     filter_sql: sql.Composable | None = None
     filter_params: dict[str, Any] = {}
     if spec.filter is not None:
-        filter_sql, filter_params = _filter_sql(spec.filter, columns, where)
+        filter_sql, filter_params = _filter_sql(spec.filter, columns, where, table)
         conditions.insert(0, filter_sql)
         params.update(filter_params)
     pending = sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)
 
     assignments = [sql.SQL("{} = {}").format(column, sql.Placeholder("fb_value"))]
+    changed_columns = [spec.column]
     if "updated_at" in columns and spec.column != "updated_at":
         assignments.append(sql.SQL("updated_at = now()"))
+        changed_columns.append("updated_at")
     set_clause = sql.SQL(", ").join(assignments)
 
     def apply(batch: Batch) -> int:
-        return batch.update(set_clause, params)
+        return batch.update(set_clause, params, columns=changed_columns)
 
     plan = Plan(
         name=name or spec.checkpoint_name(), table=table, key=key_column, pending=pending, apply=apply,
@@ -276,10 +333,12 @@ def _trial(conn: psycopg.Connection, plan: Plan, spec: FieldSpec, columns: dict[
 
 
 def as_backfill(spec: FieldSpec, defaults: Options | None = None) -> Backfill:
-    """An ad-hoc field backfill (the `field_backfill` job), with its own checkpoint name."""
+    """An ad-hoc field backfill from run config (the `field_backfill` job), with its own checkpoint
+    name; personal or pay columns only where the deployment allows them (HRMS_BACKFILL_SENSITIVE_COLUMNS)."""
     name = spec.checkpoint_name()
+    table = normalize_table(spec.table)
     return Backfill(
-        name=name, table=normalize_table(spec.table), kind="field", defaults=defaults or Options(),
-        description=f"set {spec.column} = {spec.value!r} on {spec.table}",
-        prepare=lambda conn: plan_field_backfill(conn, spec, name=name),
+        name=name, table=table, kind="field", defaults=defaults or Options(),
+        description=f"set {spec.column} = {shown(spec.column, spec.value, table)} on {spec.table}",
+        prepare=lambda conn: plan_field_backfill(conn, spec, name=name, sensitive_allowed=sensitive_columns_allowed()),
     )

@@ -1,7 +1,9 @@
-"""`data_backfill` (one partition per registered backfill) and `field_backfill` (the generic one).
+"""`data_backfill` (one partition per registered backfill), `field_backfill` (the generic one) and
+`undo_backfill` (puts back what runs of either changed).
 
     dagster job execute -m hrms_pipelines -j data_backfill --tags '{"dagster/partition": "set_employee_status"}'
     dagster job execute -m hrms_pipelines -j field_backfill -c field.yaml
+    dagster job execute -m hrms_pipelines -j undo_backfill -c undo.yaml
 
 A UI launch of a `data_backfill` partition (or a backfill over several) passes no config: each
 backfill's registered defaults apply. The launchpad can override them for one run:
@@ -21,7 +23,7 @@ from pydantic import Field
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import settings
-from hrms_pipelines.backfills import engine
+from hrms_pipelines.backfills import engine, undo
 from hrms_pipelines.backfills.field import OPERATORS, FieldSpec, FilterSpec, as_backfill
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, BackfillRegistry, Options, registry
 from hrms_pipelines.metadata import markdown_table
@@ -42,8 +44,6 @@ class ThrottleConfig(dg.Config):
         default=None, description="Busy when a session has waited longer than this for a lock (ms).")
     max_batches: Optional[int] = Field(
         default=None, description="Stop after this many batches; the next launch resumes.")
-    restart: bool = Field(default=False, description="Forget the checkpoint and start from the first key.")
-    dry_run: bool = Field(default=False, description="Only count the rows that would change.")
 
     def options(self, defaults: Options, batch_size: Optional[int]) -> Options:
         options = defaults.override(
@@ -61,23 +61,30 @@ class ThrottleConfig(dg.Config):
         return options
 
 
-class BackfillRunConfig(ThrottleConfig):
+class RunControls(ThrottleConfig):
+    restart: bool = Field(default=False, description="Forget the checkpoint and start from the first key.")
+    dry_run: bool = Field(default=False, description="Only count the rows that would change.")
+
+
+class BackfillRunConfig(RunControls):
     """Overrides of the backfill's registered defaults, for this run only (empty: the defaults)."""
 
     batch_size: Optional[int] = Field(default=None, description="Rows in the first batch.")
 
 
 def _run(context: dg.OpExecutionContext, hrms_db: HrmsDatabase, backfill: Backfill, options: Options,
-         config: ThrottleConfig) -> dg.Output:
+         config: RunControls) -> dg.Output:
     context.log.info(f"backfill {backfill.name} on database {hrms_db.display_url(IMPORTER)}")
-    try:
-        result = engine.run(hrms_db, backfill, options, log=context.log, restart=config.restart,
-                            dry_run=config.dry_run, run_id=context.run_id)
-    except BackfillError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+    # A BackfillError (or a database error) leaves the op through the error boundary of
+    # transient_retries: retried when transient, else a dg.Failure with a masked message.
+    result = engine.run(hrms_db, backfill, options, log=context.log, restart=config.restart,
+                        dry_run=config.dry_run, run_id=context.run_id)
     figures = result.metadata()
     metadata: dict[str, Any] = {
         **figures, "summary": dg.MetadataValue.md(markdown_table(["figure", "value"], [[k, v] for k, v in figures.items()]))}
+    if not result.dry_run and result.rows_changed:
+        metadata["undo_with"] = dg.MetadataValue.md(
+            f"`undo_backfill`, config `{{backfill: \"{result.name}\", run_id: \"{result.run_id}\"}}`")
     return dg.Output(None, metadata=metadata)
 
 
@@ -109,7 +116,7 @@ def build_data_backfill_job(target: BackfillRegistry, name: str = "data_backfill
             backfill = target.get(context.partition_key)
             options = config.options(backfill.defaults, config.batch_size)
         except BackfillError as exc:
-            raise dg.Failure(description=str(exc)) from exc
+            raise dg.Failure(description=str(exc)) from None
         return _run(context, hrms_db, backfill, options, config)
 
     @dg.job(
@@ -130,7 +137,7 @@ class FilterConfig(dg.Config):
     value: Any = Field(default=None, description="A value (a list for `in`; none for is_null / is_not_null).")
 
 
-class FieldBackfillConfig(ThrottleConfig):
+class FieldBackfillConfig(RunControls):
     """The seed's `backfill_data --model --field --value --filter --batch-size --sleep --resume`."""
 
     table: str = Field(description="HR table: employees_employee, hrms.employees_employee or employees.Employee.")
@@ -158,7 +165,7 @@ def run_field_backfill(context: dg.OpExecutionContext, config: FieldBackfillConf
     try:
         options = config.options(Options(), config.batch_size)
     except BackfillError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise dg.Failure(description=str(exc)) from None
     return _run(context, hrms_db, backfill, options, config)
 
 
@@ -168,6 +175,53 @@ def run_field_backfill(context: dg.OpExecutionContext, config: FieldBackfillConf
 )
 def field_backfill() -> None:
     run_field_backfill()
+
+
+class UndoConfig(ThrottleConfig):
+    """Which runs to undo (a backfill's name, a run id, or both) and how."""
+
+    backfill: Optional[str] = Field(
+        default=None, description="The backfill whose runs to undo: its registered name (a data_backfill partition) "
+                                  "or the checkpoint name a field_backfill run logged (field:<table>.<column>:<digest>). "
+                                  "Without run_id: every run of it not undone yet, newest first.")
+    run_id: Optional[str] = Field(default=None, description="The Dagster run id of the backfill run to undo.")
+    dry_run: bool = Field(
+        default=False, description="Count what would be restored, already back, changed since or missing, show "
+                                   "examples (values masked); change nothing.")
+    overwrite_changed: bool = Field(
+        default=False, description="Also put back rows changed since the backfill (their values then go to the "
+                                   "audit log). Default: leave them and report them.")
+    batch_size: Optional[int] = Field(
+        default=None, description="The backfill's recorded batches in the first undo batch (default 1; then sized "
+                                  "toward target_batch_ms).")
+
+
+@dg.op(
+    description="Put back the previous values of every row the chosen backfill runs changed (newest run first), in "
+                "keyset batches with checkpoint and throttle, audited (action 'undo'); rows changed since are left "
+                "and reported unless overwrite_changed. Each run is marked undone, once.",
+    out=dg.Out(dg.Nothing),
+    pool=settings.WRITER_POOL,
+    tags={"kind": "backfill"},
+)
+@transient_retries
+def run_undo(context: dg.OpExecutionContext, config: UndoConfig, hrms_db: HrmsDatabase) -> dg.Output:
+    context.log.info(f"undo on database {hrms_db.display_url(IMPORTER)}")
+    options = config.options(undo.DEFAULTS, config.batch_size)
+    report = undo.undo(hrms_db, backfill=config.backfill, run_id=config.run_id, options=options, log=context.log,
+                       overwrite_changed=config.overwrite_changed, dry_run=config.dry_run, undo_run_id=context.run_id)
+    metadata: dict[str, Any] = {**report.figures(),
+                                **{key: dg.MetadataValue.md(table) for key, table in report.tables().items()}}
+    return dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    description="Undo backfill runs (data_backfill or field_backfill): restore the previous values they recorded. "
+                "Config: backfill and/or run_id; dry_run first.",
+    tags={"hrms/area": "backfills"},
+)
+def undo_backfill() -> None:
+    run_undo()
 
 
 data_backfill = build_data_backfill_job(registry)

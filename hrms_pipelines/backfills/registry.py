@@ -8,7 +8,9 @@ A backfill is either
   structured filter, checked against the live schema before it runs.
 
 Either way the engine (engine.py) owns the batching: keyset on the primary key, one short
-transaction per batch with its checkpoint, throttling, progress. A backfill only says *what* changes.
+transaction per batch with its checkpoint, throttling, progress; and `batch.update` keeps the
+previous values of every row it changes, so that any run can be undone (capture.py, undo.py). A
+backfill only says *what* changes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psycopg import sql
 from hrms_pipelines import settings
 
 if TYPE_CHECKING:
+    from hrms_pipelines.backfills.capture import Capture
     from hrms_pipelines.backfills.field import FieldSpec
 
 
@@ -97,23 +100,42 @@ class Batch:
     first_key: int
     last_key: int
     size: int
+    capture: Capture | None = None
+    """Records the before-image of every row `update` changes (capture.py); None: nothing recorded."""
+    updated: int = 0
+    """Rows changed through `update` in this batch."""
+    steps: int = 0
+    """Calls of `update` in this batch (each records its images as one step)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Added to the batch's audit row (counts, keys; never values of the rows)."""
 
-    def update(self, assignments: str | sql.Composable, params: dict[str, Any] | None = None) -> int:
+    def update(self, assignments: str | sql.Composable, params: dict[str, Any] | None = None, *,
+               columns: list[str] | tuple[str, ...] | None = None) -> int:
         """`UPDATE <table> SET <assignments>` on this batch's rows that still need the change.
 
         `assignments` is SQL written in code (never user input); values go in `params`
         (psycopg `%(name)s` placeholders). Returns the number of rows changed. The rows are picked
         by key range (an index range scan, cheaper than a list of keys) and the predicate again, so
         a row changed by someone else since the batch was chosen is left alone.
+
+        The previous values of the columns it assigns (read from `assignments` by PostgreSQL's
+        parser, or `columns` when given) are recorded for undo in the same statement. Change rows
+        only through this method: SQL run on `batch.conn` directly is not recorded and cannot be
+        undone.
         """
         if isinstance(assignments, str):
             assignments = sql.SQL(assignments)  # type: ignore[arg-type]  # code, not input
-        query = sql.SQL(
-            "UPDATE {table} SET {assignments} WHERE {key} BETWEEN %(_first_key)s AND %(_last_key)s AND ({pending})"
-        ).format(table=self.plan.table_sql, assignments=assignments, key=sql.Identifier(self.plan.key),
-                 pending=self.plan.pending_sql)
         values = {**self.plan.bind, **(params or {}), "_first_key": self.first_key, "_last_key": self.last_key}
-        return self.conn.execute(query, values).rowcount
+        if self.capture is not None:
+            changed = self.capture.update(self, assignments, values, columns)
+        else:
+            query = sql.SQL(
+                "UPDATE {table} SET {assignments} WHERE {key} BETWEEN %(_first_key)s AND %(_last_key)s AND ({pending})"
+            ).format(table=self.plan.table_sql, assignments=assignments, key=sql.Identifier(self.plan.key),
+                     pending=self.plan.pending_sql)
+            changed = self.conn.execute(query, values).rowcount
+        self.updated += changed
+        return changed
 
 
 @dataclass
@@ -130,6 +152,22 @@ class Plan:
     """What the checkpoint records about the change (shown in the UI)."""
     bind: dict[str, Any] = field(default_factory=dict)
     """Bound values the `pending` predicate refers to (`%(name)s`)."""
+    scope: sql.Composable | None = None
+    """A fixed filter of the rows the plan walks (unlike `pending`, it says nothing about what is
+    left to do): the undo of one run walks that run's before-images."""
+    undoable: bool = True
+    """Record each run and the before-image of every row it changes (capture.py)."""
+    action: str = "backfill"
+    """The audit log's action for each batch."""
+    changes_table: str | None = None
+    """The table the plan changes when it walks another one (the undo walks a run's before-images):
+    named in the audit rows and messages. Default: `table`."""
+    changes_key: str | None = None
+    """That table's key column (default: `key`)."""
+    audit_source: str | None = None
+    """The audit rows' source (default: backfill:<name>)."""
+    unit: str = "rows"
+    """What the plan walks, as its messages count it (the undo walks recorded batches)."""
 
     @property
     def table_sql(self) -> sql.Composable:
@@ -140,8 +178,16 @@ class Plan:
         return self.pending if self.pending is not None else sql.SQL("true")
 
     @property
+    def where_sql(self) -> sql.Composable:
+        """The rows a batch may pick: in scope and still pending."""
+        if self.scope is None:
+            return self.pending_sql
+        return sql.SQL("({}) AND ({})").format(self.scope, self.pending_sql)
+
+    @property
     def qualified_table(self) -> str:
-        return f"{settings.HR_SCHEMA}.{self.table}"
+        """The table the plan changes, schema-qualified."""
+        return f"{settings.HR_SCHEMA}.{self.changes_table or self.table}"
 
 
 @dataclass(frozen=True)
