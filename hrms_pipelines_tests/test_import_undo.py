@@ -189,3 +189,21 @@ def test_a_run_imported_before_change_capture_is_refused_not_half_undone(hrms_db
         undo_run(hrms_db, "old")
     assert checksums(database_url, HR_TABLES) == before
     assert scalar(database_url, "SELECT outcome FROM hrms.imports_importrecord WHERE run_id = 'old'") == "succeeded"
+
+
+def test_a_later_run_that_points_an_existing_row_at_a_row_to_be_removed_is_named(hrms_db, database_url, tmp_path):
+    directory = write_base(tmp_path / "in")
+    run_all(hrms_db, directory, ("ladders", "org", "users"), run_id="base")
+    users = [r[:] for r in BASE["users.csv"]]
+    users.append(["esi.boateng@nhia.gov.gh", "Esi", "Boateng", "active", "2024-01-08", "MOBILE", "", "", "ENG", "1"])
+    write(directory, "users.csv", users)
+    run_stage(hrms_db, "users", directory, run_id="hires")                 # inserts Esi
+    users[3][7] = "esi.boateng@nhia.gov.gh"                                  # Yaa now reports to Esi
+    write(directory, "users.csv", users)
+    run_stage(hrms_db, "users", directory, run_id="reorg", force_update=True)
+    with pytest.raises(undo.UndoRefused) as refused:
+        undo_run(hrms_db, "hires")
+    assert "written by run reorg" in str(refused.value) and "y***@nhia.gov.gh" in str(refused.value)
+    undo_run(hrms_db, "reorg")
+    undo_run(hrms_db, "hires")
+    assert scalar(database_url, "SELECT count(*) FROM hrms.employees_employee") == 3

@@ -18,7 +18,8 @@ hrms_import = dg.define_asset_job(
     "hrms_import",
     selection=dg.AssetSelection.groups(GROUP),
     description="Import ladders -> organisation -> users -> history from the CSV files of the import directory, "
-                "each stage backed up first, one transaction each, never deleting. Options: resources.hrms_import_options.",
+                "one transaction each that records what it changes (undo_import undoes a run; full backups with full_backup), "
+                "never deleting; checks over the rows the run changed. Options: resources.hrms_import_options.",
     tags={"hrms/kind": "import"},
 )
 

@@ -224,12 +224,17 @@ def _references_left(conn: psycopg.Connection) -> list[str]:
             if ref not in changes.TABLES:
                 continue   # other tables (leave, payroll): the removal's foreign key check names them
             match = " AND ".join(f"r.{a} = t.{b}" for a, b in zip(ref_cols, target_cols))
+            # who wrote the referencing row: the last import that updated it, else the one that inserted it
             rows = conn.execute(f"""
-                SELECT r.id, t.id, ir.run_id FROM hrms.{ref} r JOIN hrms.{target} t ON {match}
+                SELECT r.id, t.id, coalesce((
+                    SELECT lr.run_id FROM hrms.imports_undoupdate lu
+                    JOIN hrms.imports_importrecord lr ON lr.id = lu.import_record_id AND lr.outcome = 'succeeded'
+                    WHERE lu.table_name = %s AND lu.row_id = r.id ORDER BY lu.import_record_id DESC LIMIT 1), ir.run_id)
+                FROM hrms.{ref} r JOIN hrms.{target} t ON {match}
                 LEFT JOIN hrms.imports_importrecord ir ON ir.id = r.import_record_id
                 WHERE t.id IN (SELECT row_id FROM _undo_ins WHERE table_name = %s)
                   AND r.id NOT IN (SELECT row_id FROM _undo_ins WHERE table_name = %s)
-                ORDER BY r.id LIMIT {SHOWN + 1}""", [target, ref]).fetchall()
+                ORDER BY r.id LIMIT {SHOWN + 1}""", [ref, target, ref]).fetchall()
             for ref_id, target_id, by_run in rows[:SHOWN]:
                 lines.append(f"{_name(conn, ref, ref_id)} (written by run {by_run or 'outside any import'}) references "
                              f"{_name(conn, target, target_id)}, which the run inserted")
