@@ -50,6 +50,8 @@ defs = dg.Definitions(
         backup_jobs.backup_snapshot,
         import_jobs.hrms_import,
         import_jobs.hrms_import_dry_run,
+        import_jobs.validate_hr_data,
+        import_jobs.undo_import,
         seed_jobs.seed_reference_data,
         seed_jobs.seed_environment,
         audit_partitions.audit_log_partitions,
@@ -60,6 +62,7 @@ defs = dg.Definitions(
     schedules=[
         audit_partitions.audit_log_partitions_daily,
         import_schedules.hrms_import_nightly,
+        import_schedules.validate_hr_data_weekly,
         backup_schedules.prune_backups_daily,
         backup_schedules.backup_snapshot_weekly,
     ],

@@ -60,6 +60,9 @@ def test_sample_imports_whole_and_reimport_changes_nothing(hrms_db, database_url
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == set(checks.CHECK_NAMES)
     assert evaluations["duplicate_emails"].passed and evaluations["events_without_users"].passed
+    # the checks report what each stage validated inside its transaction, over the rows it changed: once
+    scope = evaluations["events_without_users"].metadata["scope"].value
+    assert "rows this stage inserted or updated" in scope and "inside the stage's transaction" in scope
     history = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "import_history")
     metadata = history.materialization.metadata
     assert metadata["inserted"].value == 2000 and metadata["count_timeline_events"].value == 2000
@@ -69,11 +72,15 @@ def test_sample_imports_whole_and_reimport_changes_nothing(hrms_db, database_url
         summary = conn.execute(
             "SELECT summary FROM hrms.history_timelineevent WHERE event_type = 'promotion' ORDER BY id LIMIT 1").fetchone()[0]
         untagged = conn.execute("SELECT count(*) FROM hrms.history_timelineevent WHERE import_record_id IS NULL").fetchone()[0]
-        backups_made = sorted(p.name for p in settings.backup_dir().iterdir())
+        backups_made = sorted(p.name for p in settings.backup_dir().iterdir()) if settings.backup_dir().exists() else []
+        kept = conn.execute("SELECT (SELECT count(*) FROM hrms.imports_undoinsert), (SELECT count(*) FROM hrms.imports_undoupdate)").fetchone()
     assert placeholders == 0, "the users stage completes the leaders the org stage created"
     assert summary.startswith("Promoted to L2 ") and ", pay band P2, salary GHS " in summary and "(+" in summary
     assert untagged == 0
-    assert len(backups_made) == 4
+    assert backups_made == [], "no full backup unless the run asks for one (full_backup)"
+    assert kept[0] > 0, "each stage recorded the keys it inserted, for undo"
+    backup_meta = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "backup_history")
+    assert backup_meta.materialization.metadata["full_backup"].value is False
 
     before = checksums(database_url)
     again = materialize(hrms_db, tmp_path)
@@ -83,7 +90,9 @@ def test_sample_imports_whole_and_reimport_changes_nothing(hrms_db, database_url
                 if e.asset_key.path[-1].startswith("import_")}
     assert {k: v.value for k, v in outcomes.items()} == dict.fromkeys(
         ["import_ladders", "import_org", "import_users", "import_history"], "unchanged")
-    assert len(list(settings.backup_dir().iterdir())) == 4, "an unchanged import needs no backup"
+    again_checks = {e.check_name: e for e in again.get_asset_check_evaluations()}
+    assert all(e.passed for e in again_checks.values())
+    assert again_checks["duplicate_emails"].metadata["scope"].value.startswith("nothing")
 
 
 def test_dry_run_changes_nothing_and_materializes_nothing(hrms_db, database_url, tmp_path):
@@ -149,7 +158,8 @@ def test_nightly_schedule_skips_when_no_file_changed(hrms_db, database_url, tmp_
 def test_restoring_a_stage_backup_undoes_the_stage_and_a_reimport_redoes_it(hrms_db, database_url, tmp_path):
     from hrms_pipelines import backups
 
-    assert materialize(hrms_db, tmp_path).success
+    assert materialize(hrms_db, tmp_path, full_backup=["all"]).success
+    assert len(backups.list_backups()) == 4, "full_backup: [all] backs up every stage's tables"
     history_backup = next(m for m in backups.list_backups() if m.label == "import_history")
     assert {t.table for t in history_backup.tables} >= {"hrms.history_timelineevent", "hrms.imports_importrecord"}
     with hrms_db.connection(RESTORER) as conn:

@@ -1,4 +1,5 @@
-"""kill -9 in the middle of the history stage: no partial rows survive, and a re-run completes."""
+"""kill -9 in the middle of the history stage: no partial rows and no undo data survive, and a re-run
+completes and can be undone."""
 
 import os
 import signal
@@ -56,8 +57,12 @@ def test_kill_9_in_the_history_stage_leaves_nothing_and_a_rerun_completes(databa
                 ("history_timelineevent", "history_compensationsnapshot", "history_senioritysnapshot")}
         history_records = conn.execute("SELECT count(*) FROM hrms.imports_importrecord WHERE stage = 'history'").fetchone()[0]
         users = conn.execute("SELECT count(*) FROM hrms.employees_employee").fetchone()[0]
+        undo_kept = conn.execute(
+            "SELECT (SELECT count(*) FROM hrms.imports_undoinsert WHERE table_name LIKE 'history%%') "
+            "+ (SELECT count(*) FROM hrms.imports_undoupdate WHERE table_name LIKE 'history%%')").fetchone()[0]
     assert left == dict.fromkeys(left, 0)
     assert history_records == 0, "the history stage's import record was part of its rolled-back transaction"
+    assert undo_kept == 0, "the change capture of the killed stage was part of its rolled-back transaction"
     assert users == counts["users"], "the stages before history committed"
 
     rerun = subprocess.run(command, env=env, cwd=project_root, capture_output=True, text=True)
@@ -67,3 +72,15 @@ def test_kill_9_in_the_history_stage_leaves_nothing_and_a_rerun_completes(databa
         outcomes = conn.execute("SELECT stage, outcome FROM hrms.imports_importrecord WHERE stage IN ('users', 'history') ORDER BY id").fetchall()
     assert events == counts["history"]
     assert outcomes == [("users", "succeeded"), ("history", "succeeded")], "users were recognised as unchanged on the re-run"
+
+    # the completed re-run is undoable: its history goes, the users of the first run stay
+    from hrms_pipelines.imports import undo
+    from hrms_pipelines.resources import RESTORER, PinnedDatabase
+
+    with psycopg.connect(database_url) as conn:
+        rerun_id = conn.execute("SELECT run_id FROM hrms.imports_importrecord WHERE stage = 'history'").fetchone()[0]
+    with PinnedDatabase(location=database_url).connection(RESTORER) as conn:
+        undo.undo_run(conn, rerun_id)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM hrms.history_timelineevent").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM hrms.employees_employee").fetchone()[0] == counts["users"]

@@ -99,3 +99,74 @@ def test_imports_never_remove_or_alter_rows_without_the_update_flag(hrms_db, dat
 
     run_sequence()
     assert outcomes["applied"] > outcomes["rejected"], outcomes
+
+
+# --------------------------------------------------------------------------------------------------
+# Undo: over any sequence of imports, undos (of the newest run not yet undone) and re-imports of
+# undone files, every undo lands exactly on the state before its run.
+
+HR_STATE = ["employees_employee", "history_timelineevent", "history_compensationsnapshot", "history_senioritysnapshot"]
+
+undo_step = st.one_of(
+    step,
+    st.just(("undo",)),
+    st.just(("reimport",)),
+)
+
+
+def hr_state(url):
+    """Every row of the tables the steps write, whole (updated_at and the import record included)."""
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM hrms.{t} x").fetchone()[0]
+                for t in HR_STATE}
+
+
+def test_every_undo_lands_on_the_state_before_its_run(hrms_db, database_url):
+    from hrms_pipelines.imports import undo
+    from hrms_pipelines.resources import RESTORER
+
+    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-undo-base-")))
+    run_all(hrms_db, base, ("ladders", "org"))
+    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
+    run_stage(hrms_db, "users", base)
+    counter = iter(range(10**6))
+    seen = {"undone": 0}
+
+    def import_file(directory, kind, rows, flag):
+        write_step(directory, kind, rows)
+        before = hr_state(database_url)
+        run_id = f"hyp-{next(counter)}"
+        options = {"force_update": flag} if kind == "users" else {"update_existing": flag}
+        try:
+            result = run_stage(hrms_db, kind, directory, run_id=run_id, users_file="users.csv", history_file="history.csv", **options)
+        except (ImportFileError, StageFailed):
+            assert hr_state(database_url) == before, "a rejected import changed something"
+            return None
+        return None if result.unchanged else (run_id, before, (kind, rows, flag))
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(undo_step, min_size=1, max_size=6))
+    def run_sequence(steps):
+        directory = Path(tempfile.mkdtemp(prefix="hyp-undo-"))
+        done, undone = [], []
+        for s in steps:
+            if s[0] == "undo":
+                if not done:
+                    continue
+                run_id, before, what = done.pop()
+                with hrms_db.connection(RESTORER) as conn:
+                    undo.undo_run(conn, run_id)
+                assert hr_state(database_url) == before, f"undo of {run_id} ({what[0]}) did not land on the state before it"
+                undone.append(what)
+                seen["undone"] += 1
+                continue
+            if s[0] == "reimport":
+                if not undone:
+                    continue
+                s = undone.pop()
+            landed = import_file(directory, *s)
+            if landed:
+                done.append(landed)
+
+    run_sequence()
+    assert seen["undone"] > 0

@@ -271,16 +271,19 @@ def case_blocking_validation(env: LeakEnv, case: Case, hrms_db, directory: Path)
 
 
 def case_validation_names(env: LeakEnv, case: Case, hrms_db, directory: Path) -> None:
-    """An employee without a last name already in the table: the users stage's blocking
-    users_without_required_fields validation fails, quoting the row (email, first name)."""
+    """An employee with no status, written outside any import; a users file (force_update) changes
+    their row and leaves the status blank (a blank keeps the stored value): the users stage's blocking
+    users_without_required_fields validation fails on the row it touched, quoting it (email, names)."""
     write_base(directory)
     for stage in ("ladders", "org", "users"):
         run_stage(hrms_db, stage, directory)
     with psycopg.connect(case.database_url) as conn:
-        conn.execute("INSERT INTO hrms.employees_employee (email, employee_number, first_name, status) "
-                     "VALUES ('leak.probe.g@example.org', 'ENLK7377', 'Leakfirstname', 'active')")
-    write(directory, "users.csv", base_users(user("new.one@nhia.gov.gh", "ENLK7378")))
-    result = materialize_stage(env, case, hrms_db, "users")
+        conn.execute("INSERT INTO hrms.employees_employee (email, employee_number, first_name, last_name) "
+                     "VALUES ('leak.probe.g@example.org', 'ENLK7377', 'Leakfirstname', 'Person')")
+    probe = ["leak.probe.g@example.org", "ENLK7377", "Leakfirstname", "Person", "", "2020-01-01", "", "MOBILE", "BACKEND",
+             "", "ENG", "1"]
+    write(directory, "users.csv", base_users(probe))
+    result = materialize_stage(env, case, hrms_db, "users", force_update=True)
     assert not result.success
     assert "users_without_required_fields" in result.failure_data_for_node("import_users").user_failure_data.description
 
@@ -382,21 +385,14 @@ def xfail(reason: str):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-# Leaks whose source is in another engineer's area (found by this scan; see each reason).
-VALIDATION_ROWS = ("hrms_pipelines/imports/stage.py run_validations(): a failing blocking validation's message quotes "
-                   "its first offending rows raw (`e.g. {rows[:3]}`: names; emails are caught by scrub_text) in the "
-                   "StageFailed that becomes the step's failure, the run log, the compute log and the alert")
-CHECK_ROWS = ("hrms_pipelines/imports/checks.py make_check(): the `rows` markdown table shows the offending rows "
-              "(emails) in clear")
-
 STORAGE_CASES = [
     "pandera_rejects",
     "sql_rejects",
     "constraint_violation",
     "blocking_validation",
-    pytest.param("validation_names", marks=xfail(VALIDATION_ROWS)),
+    "validation_names",
     "dry_run",
-    pytest.param("asset_checks", marks=xfail(CHECK_ROWS)),
+    "asset_checks",
 ]
 
 
@@ -443,8 +439,7 @@ def test_dagster_storage_holds_no_planted_value(leak_env, cases, name):
     assert not hits, "\n".join(hits)
 
 
-COMPUTE_LOG_CASES = [pytest.param(name, marks=xfail(VALIDATION_ROWS)) if name == "validation_names" else name
-                     for name in CASES]
+COMPUTE_LOG_CASES = list(CASES)
 
 
 @pytest.mark.parametrize("name", COMPUTE_LOG_CASES)
@@ -531,8 +526,7 @@ def smtp_port():
     server.shutdown()
 
 
-@pytest.mark.parametrize("name", ["sql_rejects", "constraint_violation", "pandera_rejects",
-                                  pytest.param("validation_names", marks=xfail(VALIDATION_ROWS))])
+@pytest.mark.parametrize("name", ["sql_rejects", "constraint_violation", "pandera_rejects", "validation_names"])
 def test_failure_alerts_hold_no_planted_value(leak_env, cases, name, webhook, smtp_port, caplog, monkeypatch):
     case = cases.get(name)
     [result] = case.results

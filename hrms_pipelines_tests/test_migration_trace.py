@@ -6,6 +6,7 @@ migration, and the reports. Every rehearsal runs on the shared scratch cluster u
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -249,4 +250,4 @@ def test_trace_options_select_what_is_rehearsed(tmp_path):
     report, case = trace_case(tmp_path, "ALTER TABLE hrms.org_team ADD COLUMN note text;\n",
                               options=Options(strict=True))
     assert {s.migration for s in report.trace.statements} == {"zz/0001_setup", "zz/0002_case"}
-    assert report.trace.source.startswith("the 13 migration(s) before")
+    assert re.match(r"the \d+ migration\(s\) before", report.trace.source)   # however many the project has by then

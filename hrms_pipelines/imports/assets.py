@@ -3,8 +3,12 @@
     backup_ladders -> import_ladders -> backup_org -> import_org -> backup_users -> import_users
                    -> backup_history -> import_history
 
-A backup asset exports the tables its stage writes (hrms_pipelines.backups) before the stage runs;
-an import asset runs its stage as one transaction as the import role (hrms_pipelines.imports.stage).
+An import asset runs its stage as one transaction as the import role (hrms_pipelines.imports.stage);
+that transaction also records exactly what the stage changes, for undo (hrms_pipelines.imports.changes,
+the undo_import job). A backup asset takes a full backup of the tables its stage writes
+(hrms_pipelines.backups) only when the run asks for it (`full_backup`); otherwise it materializes at
+once, saying that change capture happens in the stage's transaction: a nightly run keeps what it
+changed, not copies of whole tables.
 
 Dry run: the first asset of the run that executes runs every selected stage in ONE transaction and
 rolls it back, reports what each stage would have inserted, updated, left unchanged, skipped and
@@ -17,7 +21,7 @@ import dagster as dg
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import backups, locks, settings
-from hrms_pipelines.imports import history, ladders, org, records, schemas, summaries, users
+from hrms_pipelines.imports import history, ladders, org, preview, records, schemas, summaries, users
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.imports.stage import Stage, StageFailed, StageLog, dry_run, run
@@ -94,6 +98,10 @@ def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from
                                               metadata=metadata))
     context.log.info("dry run report (nothing was written):\n" + markdown_table(
         ["stage", "outcome", "rows", "would insert", "would update", "unchanged", "skipped", "rejected"], rows))
+    for result in results:
+        if result.preview:
+            context.log.info(f"dry run preview of the {result.stage} stage (sensitive values masked):\n\n"
+                             + preview.markdown(result.preview))
     failed = [r for r in results if r.message]
     if failed:
         # A dry run that would fail fails too (CI runs it to catch a bad file), after reporting every stage.
@@ -102,8 +110,12 @@ def rehearse_stages(context, hrms_db: HrmsDatabase, options: ImportOptions, from
 
 
 def _all_unchanged(hrms_db: HrmsDatabase, stage: Stage, options: ImportOptions) -> list[int] | None:
-    """Import record ids when every file of the stage was already imported as it is now."""
-    infos = [inspect_file(p) for p in stage.files(options)]
+    """Import record ids when every file of the stage was already imported as it is now; None when
+    one changed or cannot be read (the import asset then fails on it and records why)."""
+    try:
+        infos = [inspect_file(p) for p in stage.files(options)]
+    except ImportFileError:
+        return None
     if not infos:
         return []
     with hrms_db.connection(READER) as conn:
@@ -120,8 +132,9 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
         owners=OWNERS,
         pool=settings.WRITER_POOL,
         output_required=False,
-        description=f"Backup (COPY, gzip, manifest with sha256) of the tables the {stage.name} stage writes: "
-                    f"{', '.join(stage.tables)}.",
+        description=f"Full backup (COPY, gzip, manifest with sha256) of the tables the {stage.name} stage writes "
+                    f"({', '.join(stage.tables)}), taken only when the run asks for it (full_backup: [{stage.name}]); "
+                    "otherwise the stage's own transaction records exactly what it changes, for undo_import.",
     )
     @transient_retries
     def backup_asset(context: dg.AssetExecutionContext, hrms_db: HrmsDatabase, hrms_import_options: ImportOptions):
@@ -129,14 +142,18 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
         if options.dry_run:
             rehearse_stages(context, hrms_db, options, stage)
             return
-        if not options.backup:
-            context.log.warning(f"backup of the {stage.name} stage disabled by run config (backup: false)")
-            yield dg.MaterializeResult(metadata={"backup": "disabled by run config"})
+        if not options.wants_full_backup(stage.name):
+            asked = stage.name in options.full_backup or "all" in options.full_backup
+            why = "backup: false" if asked else f"no full backup asked for (full_backup: [{stage.name}] takes one)"
+            context.log.info(f"no full backup of the {stage.name} stage ({why}): the stage records exactly what it changes "
+                             "(before-images and inserted keys) in its own transaction, for undo_import")
+            yield dg.MaterializeResult(metadata={
+                "backup": "change capture in the stage's transaction",
+                "full_backup": dg.MetadataValue.bool(False),
+                "why": why,
+            })
             return
-        try:
-            unchanged = _all_unchanged(hrms_db, stage, options)
-        except ImportFileError as exc:
-            raise dg.Failure(str(exc)) from exc
+        unchanged = _all_unchanged(hrms_db, stage, options)
         if unchanged is not None:
             reason = ("no file configured" if not unchanged else
                       f"every file is unchanged since import record(s) {', '.join(f'#{i}' for i in unchanged)}: the stage will write nothing")
@@ -146,7 +163,7 @@ def make_backup_asset(stage: Stage, upstream: dg.AssetKey | None):
         with hrms_db.connection(READER) as conn:
             manifest = backups.take_backup(conn, stage.tables, label=f"import_{stage.name}", run_id=context.run.run_id)
         context.log.info(f"backup {manifest.backup_id}: {manifest.total_rows} rows of {len(manifest.tables)} tables in {manifest.directory}")
-        yield dg.MaterializeResult(metadata=manifest.to_metadata())
+        yield dg.MaterializeResult(metadata={**manifest.to_metadata(), "full_backup": dg.MetadataValue.bool(True)})
 
     return backup_asset
 
@@ -174,17 +191,28 @@ def make_import_asset(stage: Stage):
             result = run(hrms_db, stage, options, run_id=context.run.run_id, log=log)
         except ImportFileError as exc:
             log.error(str(exc))
-            raise dg.Failure(description=str(exc), metadata=summaries.rejects_metadata(exc.rejects)) from None
+            raise dg.Failure(description=_described(exc), metadata=summaries.rejects_metadata(exc.rejects)) from None
         except (StageFailed, locks.LockNotAvailable) as exc:
             log.error(str(exc))
-            raise dg.Failure(description=str(exc)) from None
+            metadata = summaries.stage_metadata(exc.result) if getattr(exc, "result", None) else {}
+            raise dg.Failure(description=_described(exc), metadata=metadata) from None
         if not result.files:
             log.info("no file configured for this stage; nothing imported")
-        with hrms_db.connection(READER) as conn:
-            counts = summaries.database_counts(conn)
+        counts = None
+        if result.files and not result.unchanged:   # the seed's post-import counts, after a stage that imported
+            with hrms_db.connection(READER) as conn:
+                counts = summaries.database_counts(conn)
         yield dg.MaterializeResult(metadata=summaries.stage_metadata(result, counts))
 
     return import_asset
+
+
+def _described(exc: Exception) -> str:
+    """The failure as the run shows it, with the database error if its failed import record could not be written."""
+    text = str(exc)
+    if getattr(exc, "record_error", None):
+        text += f"\n\nThe failed import record could not be written: {exc.record_error}"
+    return text
 
 
 def build_assets() -> list:

@@ -13,7 +13,7 @@ GHS 10,200.00 (+20.0%)".
 
 from __future__ import annotations
 
-from hrms_pipelines.imports import formats, reader, schemas
+from hrms_pipelines.imports import appends, changes, formats, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Stage, StageContext, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -64,10 +64,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     conn = ctx.conn
     conn.execute("SELECT set_config('work_mem', '256MB', true)")
     reader.check_columns(info, ("email", "event_type", "event_date"), formats.HISTORY_COLUMNS, ctx.log.warning)
-    lap = ctx.log.laps()
-    rows = reader.load_file(conn, info, "stg_history", schemas.HistoryFile, ctx.rejects, chunk_rows=ctx.options.chunk_rows)
-    lap(f"{info.name}: validated (Pandera) while COPY staged it")
-    ctx.log.info(f"{info.name}: {rows} rows staged")
+    rows = ctx.load(info, "stg_history", schemas.HistoryFile)
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
     temp_table(conn, "h", f"""
@@ -82,7 +79,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
         LEFT JOIN hrms.employees_employee e ON e.email = {email(info, 'email')}
         LEFT JOIN hrms.ladders_ladder l ON l.code = {c('ladder_code')}""")
     conn.execute("ANALYZE h")
-    lap("resolved users and ladders")
+    ctx.lap("resolve", "resolved users and ladders")
     f = info.name
     sql_rejects(ctx, f, "SELECT row_number, 'email', email, 'unknown user (no employee has this email; import users first)' "
                         "FROM h WHERE employee_id IS NULL ORDER BY row_number")
@@ -96,7 +93,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             ORDER BY h.row_number""")
     sql_rejects(ctx, f, duplicates("h", "(email, event_type, event_date)", "event_date"))
     ctx.fail_if_rejected(f"{f} cannot be imported")
-    lap("checked references and duplicates")
+    ctx.lap("check", "checked references and duplicates")
 
     record = str(ctx.record_ids[f])
     # The row as it would be stored: summary written, details, snapshot values.
@@ -110,7 +107,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
         FROM h LEFT JOIN hrms.ladders_ladder l ON l.id = h.ladder_id
         LEFT JOIN hrms.ladders_level lv ON lv.ladder_id = h.ladder_id AND lv.level_number = h.level_number""")
     differing = _compare_existing(ctx)
-    lap("wrote summaries, compared with existing events")
+    ctx.lap("compare", "wrote summaries, compared with existing events")
     updated = skipped = 0
     if differing:
         if ctx.options.update_existing:
@@ -124,21 +121,23 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             SELECT employee_id, event_type, event_date, summary, details, {record} FROM hv
             ON CONFLICT (employee_id, event_type, event_date) DO NOTHING
             RETURNING id, employee_id, event_type, event_date
+        ), captured_events AS ({changes.capture_inserted("history_timelineevent", record)}
         ), joined AS (
             SELECT ins.id, hv.* FROM ins JOIN hv USING (employee_id, event_type, event_date)
         ), comp AS (
             INSERT INTO hrms.history_compensationsnapshot
                 (event_id, employee_id, effective_date, salary, previous_salary, currency, pay_band, import_record_id)
             SELECT id, employee_id, event_date, salary, previous_salary, currency, pay_band, {record}
-            FROM joined WHERE salary IS NOT NULL RETURNING 1
+            FROM joined WHERE salary IS NOT NULL RETURNING id
+        ), captured_comp AS ({changes.capture_inserted("history_compensationsnapshot", record, "comp")}
         ), sen AS (
             INSERT INTO hrms.history_senioritysnapshot
                 (event_id, employee_id, effective_date, ladder_id, level_number, previous_level_number, title, import_record_id)
             SELECT id, employee_id, event_date, ladder_id, level_number, previous_level_number, title, {record}
-            FROM joined WHERE ladder_id IS NOT NULL RETURNING 1
-        )
+            FROM joined WHERE ladder_id IS NOT NULL RETURNING id
+        ), captured_sen AS ({changes.capture_inserted("history_senioritysnapshot", record, "sen")})
         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM comp), (SELECT count(*) FROM sen)""").fetchone()
-    lap("inserted events and snapshots")
+    ctx.lap("insert", "inserted events and snapshots")
     totals = zero()
     totals.update(rows_read=rows, inserted=inserted, updated=updated, skipped=skipped,
                   unchanged=rows - inserted - updated - skipped)
@@ -172,34 +171,58 @@ def _compare_existing(ctx: StageContext) -> int:
 
 
 def _update_existing(ctx: StageContext, record: str) -> int:
+    """Existing events whose stored values differ from the file's: audit, then update the event and
+    upsert its snapshots, each row's before-image captured for undo first."""
     conn = ctx.conn
     conn.execute(f"""
         INSERT INTO hrms.core_auditlog (run_id, source, action, table_name, row_key, before, after, import_record_id)
         SELECT %s, %s, 'update', 'history_timelineevent', event_id::text, before, after, {record}
         FROM hx WHERE before IS DISTINCT FROM after""", [ctx.run_id, ctx.audit_source()])
+    differing = "SELECT hx.event_id FROM hx WHERE hx.before IS DISTINCT FROM hx.after"
+    changes.record_before(conn, "history_timelineevent", record,
+                          f"SELECT ev.* FROM hrms.history_timelineevent ev WHERE ev.id IN ({differing})")
     updated = conn.execute("""
         UPDATE hrms.history_timelineevent ev SET summary = hv.summary, details = hv.details, updated_at = now()
         FROM hx JOIN hv USING (row_number)
         WHERE ev.id = hx.event_id AND hx.before IS DISTINCT FROM hx.after""").rowcount
+    for table, condition in (("history_compensationsnapshot", "hv.salary IS NOT NULL"),
+                             ("history_senioritysnapshot", "hv.ladder_id IS NOT NULL")):
+        changes.record_before(conn, table, record, f"""
+            SELECT s.* FROM hrms.{table} s JOIN hx ON hx.event_id = s.event_id JOIN hv USING (row_number)
+            WHERE hx.before IS DISTINCT FROM hx.after AND {condition}""")
     conn.execute(f"""
-        INSERT INTO hrms.history_compensationsnapshot
-            (event_id, employee_id, effective_date, salary, previous_salary, currency, pay_band, import_record_id)
-        SELECT hx.event_id, hv.employee_id, hv.event_date, hv.salary, hv.previous_salary, hv.currency, hv.pay_band, {record}
-        FROM hx JOIN hv USING (row_number) WHERE hx.before IS DISTINCT FROM hx.after AND hv.salary IS NOT NULL
-        ON CONFLICT (event_id) DO UPDATE SET salary = excluded.salary,
-            previous_salary = coalesce(excluded.previous_salary, hrms.history_compensationsnapshot.previous_salary),
-            currency = excluded.currency,
-            pay_band = coalesce(excluded.pay_band, hrms.history_compensationsnapshot.pay_band), updated_at = now()""")
+        WITH up AS (
+            INSERT INTO hrms.history_compensationsnapshot
+                (event_id, employee_id, effective_date, salary, previous_salary, currency, pay_band, import_record_id)
+            SELECT hx.event_id, hv.employee_id, hv.event_date, hv.salary, hv.previous_salary, hv.currency, hv.pay_band, {record}
+            FROM hx JOIN hv USING (row_number) WHERE hx.before IS DISTINCT FROM hx.after AND hv.salary IS NOT NULL
+            ON CONFLICT (event_id) DO UPDATE SET salary = excluded.salary,
+                previous_salary = coalesce(excluded.previous_salary, hrms.history_compensationsnapshot.previous_salary),
+                currency = excluded.currency,
+                pay_band = coalesce(excluded.pay_band, hrms.history_compensationsnapshot.pay_band), updated_at = now()
+            RETURNING id
+        ), ins AS (SELECT id FROM up WHERE id NOT IN (SELECT id FROM _cc_before WHERE table_name = 'history_compensationsnapshot'))
+        {changes.capture_inserted("history_compensationsnapshot", record)}""")
     conn.execute(f"""
-        INSERT INTO hrms.history_senioritysnapshot
-            (event_id, employee_id, effective_date, ladder_id, level_number, previous_level_number, title, import_record_id)
-        SELECT hx.event_id, hv.employee_id, hv.event_date, hv.ladder_id, hv.level_number, hv.previous_level_number, hv.title, {record}
-        FROM hx JOIN hv USING (row_number) WHERE hx.before IS DISTINCT FROM hx.after AND hv.ladder_id IS NOT NULL
-        ON CONFLICT (event_id) DO UPDATE SET ladder_id = excluded.ladder_id,
-            level_number = coalesce(excluded.level_number, hrms.history_senioritysnapshot.level_number),
-            previous_level_number = coalesce(excluded.previous_level_number, hrms.history_senioritysnapshot.previous_level_number),
-            title = coalesce(excluded.title, hrms.history_senioritysnapshot.title), updated_at = now()""")
+        WITH up AS (
+            INSERT INTO hrms.history_senioritysnapshot
+                (event_id, employee_id, effective_date, ladder_id, level_number, previous_level_number, title, import_record_id)
+            SELECT hx.event_id, hv.employee_id, hv.event_date, hv.ladder_id, hv.level_number, hv.previous_level_number, hv.title, {record}
+            FROM hx JOIN hv USING (row_number) WHERE hx.before IS DISTINCT FROM hx.after AND hv.ladder_id IS NOT NULL
+            ON CONFLICT (event_id) DO UPDATE SET ladder_id = excluded.ladder_id,
+                level_number = coalesce(excluded.level_number, hrms.history_senioritysnapshot.level_number),
+                previous_level_number = coalesce(excluded.previous_level_number, hrms.history_senioritysnapshot.previous_level_number),
+                title = coalesce(excluded.title, hrms.history_senioritysnapshot.title), updated_at = now()
+            RETURNING id
+        ), ins AS (SELECT id FROM up WHERE id NOT IN (SELECT id FROM _cc_before WHERE table_name = 'history_senioritysnapshot'))
+        {changes.capture_inserted("history_senioritysnapshot", record)}""")
     return updated
 
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply)
+# An appended tail is merged alone only when none of its events exists yet (appends.py).
+APPEND_GUARD = appends.new_keys_guard("""
+    SELECT count(*) FROM {staging} s JOIN hrms.employees_employee e ON e.email = lower(nullif(btrim(s.email), ''))
+    JOIN hrms.history_timelineevent ev ON ev.employee_id = e.id AND ev.event_type = lower(nullif(btrim(s.event_type), ''))
+     AND ev.event_date::text = btrim(s.event_date)""")
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD)

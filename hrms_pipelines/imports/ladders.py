@@ -50,9 +50,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     info = infos[0]
     conn = ctx.conn
     reader.check_columns(info, ("ladder_code",), formats.LADDERS_COLUMNS, ctx.log.warning)
-    rows = reader.load_file(conn, info, "stg_ladders", schemas.LaddersFile, ctx.rejects,
-                            prepare=detect_row_type, chunk_rows=ctx.options.chunk_rows)
-    ctx.log.info(f"{info.name}: {rows} rows staged")
+    rows = ctx.load(info, "stg_ladders", schemas.LaddersFile, prepare=detect_row_type)
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
     row_type = (f"coalesce(lower({c('row_type')}), CASE WHEN {c('level_number')} IS NOT NULL THEN 'level' "

@@ -15,11 +15,12 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hrms_pipelines import settings
 
 RESOURCE_KEY = "hrms_import_options"
+FULL_BACKUP_CHOICES = ("ladders", "org", "users", "history", "all")
 DEFAULT_ORG_FILES = ["organizations.csv", "departments.csv", "tribes.csv", "chapters.csv", "teams.csv"]
 
 
@@ -33,7 +34,12 @@ class ImportOptions(dg.ConfigurableResource):
     users_file: str = Field(default="users.csv", description="Users file in the import folder; empty skips the stage.")
     history_file: str = Field(default="history.csv", description="History file in the import folder; empty skips the stage.")
     dry_run: bool = Field(default=False, description="Run every stage in one transaction and roll it back; no backup, no materialization.")
-    backup: bool = Field(default=True, description="Back up the tables of each stage before it writes.")
+    backup: bool = Field(default=True, description="Take the full backups full_backup asks for (false: none). Change "
+                                                   "capture for undo happens in every stage's transaction whatever this says.")
+    full_backup: list[str] = Field(default_factory=list,
+                                   description="Stages whose tables get a full backup (COPY of whole tables) before the stage "
+                                               "writes: any of ladders, org, users, history, or all. Default none: each stage "
+                                               "records exactly what it changes for undo (undo_import) in its own transaction.")
     validate_after: bool = Field(default=True, alias="validate",
                                  description="Run the stage's validations inside its transaction; a failing blocking one rolls it back.")
     force_update: bool = Field(default=False, description="Update existing ladders, org entities and users whose values differ.")
@@ -47,6 +53,18 @@ class ImportOptions(dg.ConfigurableResource):
                                                   "logs folder (HRMS_LOGS_DIR), 0600.")
     lock_timeout: str = Field(default="10s", description="How long a stage waits for a table lock before failing.")
     chunk_rows: int = Field(default=100_000, description="Rows per validation chunk (memory stays flat).")
+
+    @field_validator("full_backup")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in FULL_BACKUP_CHOICES]
+        if unknown:
+            raise ValueError(f"full_backup: unknown stage(s) {', '.join(map(repr, unknown))}; "
+                             f"choose from {', '.join(FULL_BACKUP_CHOICES)}")
+        return value
+
+    def wants_full_backup(self, stage: str) -> bool:
+        return self.backup and (stage in self.full_backup or "all" in self.full_backup)
 
     def directory(self) -> Path:
         """The import folder: deployment configuration (HRMS_IMPORT_DIR), never run config."""

@@ -11,7 +11,7 @@ leader is a rejected row.
 from __future__ import annotations
 
 from hrms_pipelines import settings
-from hrms_pipelines.imports import formats, reader, schemas
+from hrms_pipelines.imports import appends, changes, formats, reader, rowhash, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, add, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -66,12 +66,30 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
 def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo, staging: str) -> None:
     conn = ctx.conn
     reader.check_columns(info, kind.required, kind.columns, ctx.log.warning)
-    rows = reader.load_file(conn, info, staging, schemas.ORG_MODELS[kind.kind], ctx.rejects, chunk_rows=ctx.options.chunk_rows)
-    ctx.log.info(f"{info.name}: {rows} {kind.kind} rows staged")
+    rows = ctx.load(info, staging, schemas.ORG_MODELS[kind.kind])
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731
     record = str(ctx.record_ids[info.name])
     sql_rejects(ctx, info.name, duplicates(staging, f"btrim({kind.key})", kind.key))
+    # rows that are the same as the stored rows they name leave here (rowhash.py)
+    joins = [f"{kind.table} x ON x.code = {c(kind.key)}"]
+    rendered = []
+    for col in kind.columns:
+        if col == kind.key:
+            rendered.append("x.code")
+        elif col == f"{kind.prefix}_name":
+            rendered.append("x.name")
+        elif col == kind.leader_column:
+            joins.append(f"LEFT JOIN hrms.employees_employee r_{col} ON r_{col}.id = x.{kind.leader_fk}")
+            rendered.append(f"r_{col}.email")
+        else:   # organization_code, tribe_code, department_code: the code of the row the id names
+            referenced = next(t for column, t, _label in REFERENCES[kind.kind] if column == col)
+            joins.append(f"LEFT JOIN {referenced} r_{col} ON r_{col}.id = x.{col.removesuffix('_code')}_id")
+            rendered.append(f"r_{col}.code")
+    same = rowhash.keep_changed(conn, staging, cells=rowhash.raw_cells(kind.columns, info.columns, info.extra),
+                                render=" ".join(joins), rendered=rendered, condition="x.id IS NOT NULL")
+    if same:
+        ctx.log.info(f"{info.name}: {same:,} of {rows:,} rows the same as stored (compared whole, as written): not compared further")
     for column, table, label in REFERENCES.get(kind.kind, []):
         if column in info.columns:
             sql_rejects(ctx, info.name, f"""
@@ -83,9 +101,12 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
         leader = email(info, kind.leader_column)
         if ctx.options.create_users:
             placeholders = conn.execute(f"""
-                INSERT INTO hrms.employees_employee (email, is_placeholder, import_record_id)
-                SELECT DISTINCT {leader}, true, {record} FROM {staging} s WHERE {leader} IS NOT NULL
-                ON CONFLICT (email) DO NOTHING""").rowcount
+                WITH ins AS (
+                    INSERT INTO hrms.employees_employee (email, is_placeholder, import_record_id)
+                    SELECT DISTINCT {leader}, true, {record} FROM {staging} s WHERE {leader} IS NOT NULL
+                    ON CONFLICT (email) DO NOTHING RETURNING id
+                ), captured AS ({changes.capture_inserted("employees_employee", record)})
+                SELECT count(*) FROM ins""").fetchone()[0]
             if placeholders:
                 ctx.log.info(f"{info.name}: created {placeholders} placeholder user(s) for unknown leaders (create_users)")
         else:
@@ -112,9 +133,18 @@ def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo
     totals = zero()
     totals["rows_read"] = rows
     add(totals, counts)
+    totals["unchanged"] += same
+    ctx.result.entities[kind.kind]["unchanged"] += same
     ctx.file_result(info.name).counts = totals
     if placeholders:
         ctx.result.entities[f"placeholder users ({kind.kind})"] = {"inserted": placeholders}
 
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply)
+def append_guard(ctx: StageContext, info: reader.FileInfo, staging: str) -> str | None:
+    """An appended tail is merged alone only when none of its codes exists yet (appends.py)."""
+    kind = classify(info)
+    return appends.new_keys_guard(f"SELECT count(*) FROM {{staging}} s JOIN {kind.table} t ON t.code = "
+                                  f"nullif(btrim(s.{kind.key}), '')")(ctx, info, staging)
+
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=append_guard)

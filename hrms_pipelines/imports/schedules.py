@@ -4,11 +4,12 @@ its last successful import (sha256 against hrms.imports_importrecord)."""
 
 
 import hashlib
+import os
 
 import dagster as dg
 
 from hrms_pipelines.imports import records
-from hrms_pipelines.imports.jobs import hrms_import
+from hrms_pipelines.imports.jobs import hrms_import, validate_hr_data
 from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions, schedule_cron, schedule_timezone
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
 from hrms_pipelines.resources import READER, HrmsDatabase
@@ -60,3 +61,17 @@ def hrms_import_nightly(context: dg.ScheduleEvaluationContext, hrms_db: HrmsData
         run_config={"resources": {RESOURCE_KEY: {"config": NIGHTLY_OPTIONS}}},
         tags={"hrms/changed_files": ", ".join(changed)[:200]},
     )
+
+
+@dg.schedule(
+    name="validate_hr_data_weekly",
+    job=validate_hr_data,
+    cron_schedule=os.environ.get("HRMS_VALIDATE_CRON", "0 4 * * 0"),
+    execution_timezone=schedule_timezone(),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Whole-table validation of the HR data (validate_hr_data), Sundays 04:00 by default "
+                "(HRMS_VALIDATE_CRON). Stopped until turned on: the nightly import validates only what it changed.",
+)
+@error_boundary
+def validate_hr_data_weekly(context: dg.ScheduleEvaluationContext):
+    return dg.RunRequest(run_key=None, tags={"hrms/scheduled": "true"})

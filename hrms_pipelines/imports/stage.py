@@ -1,6 +1,7 @@
 """What every import stage shares: one transaction as the import role under the imports lock,
-import records, unchanged-file detection, rejects, in-transaction validation, dry run, and the
-set-based merge of staged rows into a table (insert new, update real changes only, audit)."""
+import records, unchanged-file detection, the append-aware path, rejects, change capture for undo,
+in-transaction validation of what the stage touched, dry run with a preview, progress, and a failed
+import record for every failure."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from hrms_pipelines import locks, privacy, settings
-from hrms_pipelines.imports import records, validations
+from hrms_pipelines.imports import appends, changes, preview, records, validations
+from hrms_pipelines.imports.merge import Merge, merge, sql_rejects, temp_table
 from hrms_pipelines.imports.options import ImportOptions, rejects_dir
+from hrms_pipelines.imports.progress import Progress, ticking
 from hrms_pipelines.imports.reader import FileInfo, ImportFileError, RejectReport, inspect_file
-from hrms_pipelines.resources import IMPORTER, HrmsDatabase
+from hrms_pipelines.resources import IMPORTER, READER, HrmsDatabase
 
 COUNT_KEYS = ("rows_read", "inserted", "updated", "unchanged", "skipped", "rejected")
+__all__ = ["Merge", "merge", "sql_rejects", "temp_table", "Stage", "StageContext", "StageResult", "StageFailed",
+           "StageLog", "execute", "run", "dry_run", "zero", "add"]
 
 
 class StageFailed(Exception):
@@ -53,6 +57,9 @@ class FileResult:
     counts: dict[str, int] = field(default_factory=zero)
     record_id: int | None = None
     kind: str | None = None           # org files: organizations, teams, ...
+    path: str = "full"                # full, or appended (only the new tail was read)
+    file_rows: int | None = None      # data rows of the whole file
+    appended_to: int | None = None    # appended: the import record of the file it extends
 
 
 @dataclass
@@ -61,7 +68,8 @@ class ValidationResult:
     blocking: bool
     count: int
     headers: tuple[str, ...]
-    rows: list[tuple]
+    rows: list                        # masked
+    scope: str = ""
 
 
 @dataclass
@@ -74,6 +82,10 @@ class StageResult:
     seconds: float = 0.0
     rejects: RejectReport | None = None
     message: str = ""
+    captured: changes.Captured | None = None
+    preview: list[preview.TablePreview] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)             # seconds per phase
+    warnings: list[str] = field(default_factory=list)                  # masked; also in the metadata
 
     @property
     def counts(self) -> dict[str, int]:
@@ -112,17 +124,6 @@ class StageLog:
     def info(self, message: str) -> None:
         self._emit("info", message)
 
-    def laps(self) -> Callable[[str], None]:
-        """`lap = log.laps(); ...; lap("did X")` logs the seconds since the previous lap."""
-        last = [time.perf_counter()]
-
-        def lap(what: str) -> None:
-            now = time.perf_counter()
-            self.info(f"{what}: {now - last[0]:.2f}s")
-            last[0] = now
-
-        return lap
-
     def warning(self, message: str) -> None:
         self._emit("warning", message)
 
@@ -155,6 +156,9 @@ class StageContext:
     rejects: RejectReport
     result: StageResult
     record_ids: dict[str, int] = field(default_factory=dict)   # file name -> import record id
+    tails: dict[str, appends.Tail] = field(default_factory=dict)  # file name -> the appended tail to read
+    stage: Stage | None = None
+    _last: float = field(default_factory=time.perf_counter)
 
     def file_result(self, name: str) -> FileResult:
         return next(f for f in self.result.files if f.name == name)
@@ -166,6 +170,41 @@ class StageContext:
         if self.rejects.count:
             raise ImportFileError(self.rejects.message(what), self.rejects)
 
+    def lap(self, phase: str, what: str | None = None) -> None:
+        """The end of a phase: its seconds go to the metadata (summed per phase) and, with `what`, to the log."""
+        now = time.perf_counter()
+        seconds = now - self._last
+        self._last = now
+        self.result.phases[phase] = self.result.phases.get(phase, 0.0) + seconds
+        if what:
+            self.log.info(f"{what}: {seconds:.2f}s")
+
+    def warn(self, message: str) -> None:
+        """A warning of the run (masked by the caller): in the log and in the stage's metadata."""
+        self.result.warnings.append(message)
+        self.log.warning(message)
+
+    def load(self, info: FileInfo, table: str, model, *, prepare=None) -> int:
+        """Validate and stage a file -- or only its appended tail (hrms_pipelines.imports.appends) --
+        logging progress every few seconds. Returns the rows staged."""
+        from hrms_pipelines.imports import reader
+
+        tail = self.tails.get(info.name)
+        what = f"{info.name}" + (f" (the {tail.rows:,} rows appended after byte {tail.offset:,})" if tail else "")
+        progress = Progress(self.log.info, what, tail.rows if tail else (info.rows or None))
+        kwargs = {"start_offset": tail.offset, "first_row_number": tail.first_row_number} if tail else {}
+        rows = reader.load_file(self.conn, info, table, model, self.rejects, prepare=ticking(progress, prepare),
+                                chunk_rows=self.options.chunk_rows, **kwargs)
+        self.file_result(info.name).file_rows = info.rows or None
+        self.lap("read_and_stage", f"{what}: {rows:,} rows staged, validated (Pandera) while COPY streamed them")
+        if tail and not self.rejects.count and self.stage is not None and self.stage.append_guard is not None:
+            reason = self.stage.append_guard(self, info, table)
+            if reason:
+                self.conn.execute(f'DROP TABLE "{table}"')
+                appends.fall_back(self, info, reason)
+                return self.load(info, table, model, prepare=prepare)
+        return rows
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -176,6 +215,24 @@ class Stage:
     files: Callable[[ImportOptions], list[Path]]
     record_options: Callable[[ImportOptions], dict]
     apply: Callable[[StageContext, list[FileInfo]], None]
+    # Append-aware files (appends.py): given the staged tail of a file (ctx, info, staging table),
+    # None when the tail alone may be merged, else why not (the file then takes the full path).
+    # No guard: the stage's files are always read whole.
+    append_guard: Callable[[StageContext, FileInfo, str], str | None] | None = None
+
+
+def inspect(path: Path, stage: Stage, previous: dict[str, appends.Previous], options: dict) -> FileInfo:
+    """The file as the stage needs it. A CSV file of the very size and sha256 the last successful
+    import of its name had (same options) is only hashed -- one pass of sha256, no CSV scan: it is
+    unchanged and will not be read. Any other file is inspected by the reader, with the prefix
+    hash an append-aware stage asks for."""
+    before = previous.get(path.name)
+    if before is not None and before.options == options and path.suffix.lower() == ".csv":
+        identity = records.file_identity(path, before.size)
+        if identity is not None and identity == (before.sha256, before.size):
+            return FileInfo(path=path, sha256=before.sha256, size=before.size, columns=[], file_sha256=before.sha256)
+    sizes = appends.prefix_sizes(previous, stage)
+    return inspect_file(path, prefix_size=sizes.get(path.name))
 
 
 def execute(
@@ -196,9 +253,11 @@ def execute(
     result = StageResult(stage=stage.name, dry_run=dry_run)
     rejects = RejectReport(rejects_dir(run_id) / f"{stage.name}.csv")
     result.rejects = rejects
-    if infos is None:
-        infos = [inspect_file(p) for p in stage.files(options)]
     opts = stage.record_options(options)
+    if infos is None:
+        paths = stage.files(options)
+        previous = appends.previous_imports(conn, stage.name, [p.name for p in paths])
+        infos = [inspect(p, stage, previous, opts) for p in paths]
     todo = []
     for info in infos:
         previous = records.previous_success(conn, stage.name, info, opts)
@@ -208,36 +267,64 @@ def execute(
         else:
             todo.append(info)
     if todo:
-        ctx = StageContext(conn, options, run_id, log, rejects, result)
+        ctx = StageContext(conn, options, run_id, log, rejects, result, stage=stage)
+        changes.begin(conn)
         for info in todo:
             ctx.record_ids[info.name] = records.start(conn, stage.name, info, opts, run_id)
             result.files.append(FileResult(info.name, info.sha256, "dry_run" if dry_run else "running",
                                            record_id=None if dry_run else ctx.record_ids[info.name]))
+        appends.plan(ctx, stage, todo, opts)
+        ctx.lap("prepare")
         stage.apply(ctx, todo)
         rejects.close()
+        ctx.lap("write")
+        result.captured = changes.flush(conn, list(ctx.record_ids.values()))
+        ctx.lap("change_capture")
         if options.validate_after:
             run_validations(conn, stage.name, result, log)
+            ctx.lap("validate")
+        if dry_run:
+            result.preview = preview.build(conn)
+            ctx.lap("preview")
         for f in result.files:
             if f.outcome in ("running", "dry_run"):
                 f.outcome = "dry_run" if dry_run else "succeeded"
-                records.finish(conn, ctx.record_ids[f.name], "succeeded", f.counts)
+                records.finish(conn, ctx.record_ids[f.name], "succeeded", f.counts, file_rows=f.file_rows,
+                               appended_to=f.appended_to, message=appends.describe(f) if f.path == "appended" else None)
     result.seconds = time.perf_counter() - started
     counts = result.counts
     log.info(
         f"{'dry run: would have ' if dry_run else ''}read {counts['rows_read']} rows: inserted {counts['inserted']}, "
         f"updated {counts['updated']}, unchanged {counts['unchanged']}, skipped {counts['skipped']}, "
         f"rejected {counts['rejected']} in {result.seconds:.2f}s"
+        + (f"; change capture kept {result.captured.undo_bytes:,} bytes for undo" if result.captured else "")
     )
     return result
 
 
+# A stage that changed at least this many rows validates whole tables: checking every row costs no
+# more than checking a change that large row by row, and hash joins over whole tables never fall into
+# the nested loops stale statistics of just-written tables can lead the planner to.
+WHOLE_TABLES_FROM = 20_000
+
+
 def run_validations(conn: psycopg.Connection, stage: str, result: StageResult, log: StageLog) -> None:
+    """The stage's validations over what it touched (and their direct relations), before commit."""
+    changed = result.captured.rows if result.captured else 0
+    if changed >= WHOLE_TABLES_FROM:
+        scope, label = None, f"whole tables (this stage changed {changed:,} rows: as cheap as checking them one by one)"
+    else:
+        changes.analyze(conn)
+        scope = validations.StageScope()
+        label = scope.label
     failed = []
     for validation in validations.BY_STAGE.get(stage, []):
-        count, rows = validation.offending(conn)
-        result.validations.append(ValidationResult(validation.name, validation.blocking, count, validation.headers, rows))
+        count, rows = validation.offending(conn, scope=scope)
+        shown = validation.masked(rows)
+        result.validations.append(ValidationResult(validation.name, validation.blocking, count, validation.headers, shown,
+                                                   label))
         if count and validation.blocking:
-            failed.append(f"{validation.name}: {count} row(s), e.g. {rows[:3]} ({validation.description})")
+            failed.append(f"{validation.name}: {count} row(s), e.g. {[tuple(r) for r in shown[:3]]} ({validation.description})")
         elif count:
             log.warning(f"validation {validation.name}: {count} row(s) ({validation.description})")
     if failed:
@@ -260,27 +347,48 @@ def run(
     run_id: str | None,
     log: StageLog,
 ) -> StageResult:
-    """One stage as one transaction, as the import role, under the imports advisory lock."""
-    infos = [inspect_file(p) for p in stage.files(options)]
+    """One stage as one transaction, as the import role, under the imports advisory lock.
+
+    Whatever fails -- a file that cannot be read, a reject, a validation, the database, a bug -- the
+    transaction rolls back and each file of the stage gets a `failed` import record saying why."""
+    infos: list[FileInfo] = []
+    unread: list[Path] = []
     try:
+        paths = stage.files(options)
+        with hrms_db.connection(READER) as conn:   # the files last imported: unchanged? appended to?
+            previous = appends.previous_imports(conn, stage.name, [p.name for p in paths])
+        opts = stage.record_options(options)
+        for path in paths:
+            try:
+                infos.append(inspect(path, stage, previous, opts))
+            except ImportFileError:
+                unread.append(path)
+                raise
         with hrms_db.transaction(IMPORTER, lock_timeout=options.lock_timeout, lock=imports_lock(run_id, log)) as conn:
             result = execute(conn, stage, options, run_id=run_id, log=log, infos=infos)
         return result
-    except (ImportFileError, StageFailed, psycopg.Error, locks.LockNotAvailable) as exc:
-        _record_failure(hrms_db, stage, options, infos, run_id, exc)
+    except Exception as exc:
+        _record_failure(hrms_db, stage, options, infos, unread, run_id, exc, log)
         raise
 
 
-def _record_failure(hrms_db, stage: Stage, options: ImportOptions, infos: list[FileInfo], run_id, exc: Exception) -> None:
-    """After the rollback, leave a 'failed' import record per file saying why."""
+def _record_failure(hrms_db, stage: Stage, options: ImportOptions, infos: list[FileInfo], unread: list[Path], run_id,
+                    exc: Exception, log: StageLog) -> None:
+    """After the rollback, leave a 'failed' import record per file saying why (files that could not
+    even be read too). A database error here is logged and told with the failure, never swallowed."""
     rejected = exc.rejects.count if isinstance(exc, ImportFileError) and exc.rejects else 0
+    message = records.storable(str(exc) or type(exc).__name__)
     try:
         with hrms_db.transaction(IMPORTER) as conn:
+            opts = stage.record_options(options)
             for info in infos:
-                records.record_outcome(conn, stage.name, info, stage.record_options(options), run_id, "failed",
-                                       {"rejected": rejected}, str(exc))
-    except psycopg.Error:
-        pass  # the database itself is the problem; the run's failure says so
+                records.record_outcome(conn, stage.name, info, opts, run_id, "failed", {"rejected": rejected}, message)
+            for path in unread:
+                records.record_unread(conn, stage.name, path, opts, run_id, message)
+    except Exception as error:  # noqa: BLE001 -- told, and attached to the failure being raised
+        text = privacy.scrub_text(f"{type(error).__name__}: {error}")
+        log.error(f"the failed import record could not be written ({text}); the run's failure below is the only record of it")
+        exc.record_error = text  # type: ignore[attr-defined]
 
 
 def dry_run(
@@ -314,78 +422,3 @@ def dry_run(
     except _DryRunRollback:
         pass
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# Set-based merge of staged rows into a table
-
-
-@dataclass(frozen=True)
-class Merge:
-    target: str                       # hrms.table
-    key: tuple[str, ...]              # natural key (a unique constraint)
-    columns: tuple[str, ...]          # value columns compared / updated
-    source: str                       # a temp table holding key + columns (typed) + row_number + file
-    label: str                        # for counts: "ladders", "teams", ...
-
-
-def merge(ctx: StageContext, m: Merge, *, update: bool, record_id_sql: str) -> dict[str, int]:
-    """Insert new keys; update existing rows whose values really differ (when `update`), auditing
-    before/after; count the rest as unchanged (same values) or skipped (differs, no update flag).
-    A blank cell never erases a stored value: it compares and updates as "keep what is there"."""
-    conn = ctx.conn
-    key_match = " AND ".join(f"t.{k} = s.{k}" for k in m.key)
-    new_values = [f"coalesce(s.{c}, t.{c})" for c in m.columns]
-    differs = f"({', '.join('t.' + c for c in m.columns)}) IS DISTINCT FROM ({', '.join(new_values)})" if m.columns else "false"
-    total = conn.execute(f"SELECT count(*) FROM {m.source}").fetchone()[0]
-    updated = skipped = 0
-    if update and m.columns:
-        before = "jsonb_build_object(" + ", ".join(f"'{c}', t.{c}" for c in m.columns) + ")"
-        after = "jsonb_build_object(" + ", ".join(f"'{c}', u.{c}" for c in m.columns) + ")"
-        row_key = " || '/' || ".join(f"u.{k}::text" for k in m.key)
-        cur = conn.execute(
-            f"""
-            WITH changed AS (
-                SELECT t.id, {before} AS before FROM {m.target} t JOIN {m.source} s ON {key_match} WHERE {differs}
-            ), upd AS (
-                UPDATE {m.target} t SET {', '.join(f'{c} = {v}' for c, v in zip(m.columns, new_values))}, updated_at = now()
-                FROM {m.source} s WHERE {key_match} AND t.id IN (SELECT id FROM changed)
-                RETURNING t.*
-            )
-            INSERT INTO hrms.core_auditlog (run_id, source, action, table_name, row_key, before, after, import_record_id)
-            SELECT %s, %s, 'update', %s, {row_key}, c.before, {after}, {record_id_sql}
-            FROM upd u JOIN changed c ON c.id = u.id
-            """,
-            [ctx.run_id, ctx.audit_source(), m.target.split(".", 1)[1]],
-        )
-        updated = cur.rowcount
-    elif m.columns:
-        skipped = conn.execute(f"SELECT count(*) FROM {m.target} t JOIN {m.source} s ON {key_match} WHERE {differs}").fetchone()[0]
-    insert_cols = list(m.key) + list(m.columns)
-    inserted = conn.execute(
-        f"INSERT INTO {m.target} ({', '.join(insert_cols)}, import_record_id) "
-        f"SELECT {', '.join('s.' + c for c in insert_cols)}, {record_id_sql} FROM {m.source} s "
-        f"ON CONFLICT ({', '.join(m.key)}) DO NOTHING"
-    ).rowcount
-    counts = {"inserted": inserted, "updated": updated, "skipped": skipped,
-              "unchanged": total - inserted - updated - skipped}
-    ctx.result.entities[m.label] = counts
-    if skipped:
-        ctx.log.info(f"{m.label}: {skipped} existing row(s) differ from the file and were left as they are (force_update is off)")
-    return counts
-
-
-def temp_table(conn: psycopg.Connection, name: str, query: str, params: Sequence | None = None) -> int:
-    """CREATE TEMP TABLE name AS query (dropped at commit); returns its row count."""
-    cur = conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS ").format(sql.Identifier(name)).as_string(conn) + query, params)
-    return cur.rowcount
-
-
-def sql_rejects(ctx: StageContext, file: str, query: str, params: Sequence | None = None) -> int:
-    """Add the rows of `query` (row_number, column, value, rule) as rejects of `file`; returns how many."""
-    from hrms_pipelines.imports.reader import Reject
-
-    rows = ctx.conn.execute(query, params).fetchall()
-    for row_number, column, value, rule in rows:
-        ctx.rejects.add(Reject(file, int(row_number) + 1 if row_number is not None else None, column, value, rule))
-    return len(rows)

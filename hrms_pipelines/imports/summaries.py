@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import psycopg
 
+from hrms_pipelines.imports import appends, preview
 from hrms_pipelines.imports.stage import StageResult
 from hrms_pipelines.metadata import markdown_table
 
@@ -31,10 +32,26 @@ def stage_metadata(result: StageResult, counts: dict[str, int] | None = None) ->
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
         "files": dg.MetadataValue.md(markdown_table(
-            ["file", "type", "outcome", "import record", "rows", "inserted", "updated", "unchanged", "skipped", "sha256"],
-            [[f.name, f.kind or result.stage, f.outcome, f.record_id or "", f.counts["rows_read"], f.counts["inserted"],
+            ["file", "type", "outcome", "path", "import record", "rows", "inserted", "updated", "unchanged", "skipped", "sha256"],
+            [[f.name, f.kind or result.stage, f.outcome, f.path, f.record_id or "", f.counts["rows_read"], f.counts["inserted"],
               f.counts["updated"], f.counts["unchanged"], f.counts["skipped"], f.sha256[:12]] for f in result.files])),
     }
+    paths = [appends.describe(f) for f in result.files if f.path == "appended"]
+    if paths:
+        metadata["path"] = dg.MetadataValue.text("; ".join(paths))
+    elif any(f.outcome not in ("unchanged",) for f in result.files):
+        metadata["path"] = dg.MetadataValue.text("full: every row of the file read, validated and merged")
+    for phase, seconds in result.phases.items():
+        metadata[f"seconds_{phase}"] = dg.MetadataValue.float(round(seconds, 3))
+    if result.captured is not None:
+        c = result.captured
+        metadata["undo_bytes"] = dg.MetadataValue.int(c.undo_bytes)
+        if c.changed_bytes is not None:
+            metadata["changed_rows_bytes"] = dg.MetadataValue.int(c.changed_bytes)
+        metadata["change_capture"] = dg.MetadataValue.md(markdown_table(
+            ["table", "rows inserted (ids kept)", "rows updated (before-images kept)"],
+            [[t, c.inserted.get(t, 0), c.updated.get(t, 0)] for t in sorted(set(c.inserted) | set(c.updated))])
+            + f"\n\nkept for undo: {c.undo_bytes:,} bytes in hrms.imports_undoinsert / imports_undoupdate")
     if result.entities:
         metadata["entities"] = dg.MetadataValue.md(markdown_table(
             ["entity", "inserted", "updated", "unchanged", "skipped", "other"],
@@ -42,13 +59,30 @@ def stage_metadata(result: StageResult, counts: dict[str, int] | None = None) ->
               ", ".join(f"{k}: {v}" for k, v in c.items() if k not in ("inserted", "updated", "unchanged", "skipped"))]
              for name, c in result.entities.items()]))
     if result.validations:
+        scope = result.validations[0].scope
         metadata["validations"] = dg.MetadataValue.md(markdown_table(
             ["validation", "blocking", "offending rows"],
-            [[v.name, "yes" if v.blocking else "no", v.count] for v in result.validations]))
+            [[v.name, "yes" if v.blocking else "no", v.count] for v in result.validations]) + f"\n\nscope: {scope}")
+        metadata[VALIDATION_RESULTS] = dg.MetadataValue.json({
+            v.name: {"count": v.count, "headers": list(v.headers), "rows": [[_plain(x) for x in r] for r in v.rows],
+                     "scope": v.scope} for v in result.validations})
+    if result.warnings:
+        metadata["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.warnings))
+        metadata["warning_count"] = dg.MetadataValue.int(len(result.warnings))
+    if result.dry_run and (result.preview or not result.message):
+        metadata["preview"] = dg.MetadataValue.md(preview.markdown(result.preview))
     if counts:
         metadata["summary"] = dg.MetadataValue.md(markdown_table(["", "count"], [[k, v] for k, v in counts.items()]))
         metadata.update({f"count_{k}": dg.MetadataValue.int(v) for k, v in counts.items()})
     return metadata
+
+
+VALIDATION_RESULTS = "validation_results"
+
+
+def _plain(value):
+    """A cell as JSON can hold it (dates, decimals as their text)."""
+    return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
 
 def rejects_metadata(report) -> dict:
