@@ -80,6 +80,7 @@ WHERE c.relkind IN ('r', 'p', 'i', 'I', 'm')
 
 KINDS = {"r": "table", "p": "partitioned table", "i": "index", "I": "partitioned index", "m": "materialized view"}
 PROBE_HOLD_SECONDS = 2.0  # the longest the probe holds its lock when the statement neither waits nor ends
+PROBE_START_SECONDS = 30.0  # the longest it waits for the statement to start at all
 
 
 class TraceObserver(execute.Observer):
@@ -216,10 +217,17 @@ class TraceObserver(execute.Observer):
             worker = threading.Thread(target=work, name="hrms-trace-statement")
             started = time.perf_counter()
             worker.start()
+            begun = None  # when the statement's backend was first seen holding a lock (it has started)
             while worker.is_alive():
                 waiting = self._sample(pid, seen)
-                held_for = time.perf_counter() - started
-                if waiting or held_for > PROBE_HOLD_SECONDS:
+                now = time.perf_counter()
+                held_for = now - started
+                if begun is None and self.probe.execute("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = %s)",
+                                                        [pid]).fetchone()[0]:
+                    begun = now
+                # The hold counts from the statement's start: on a busy machine the runner's thread may
+                # take a while to send it, and a probe that let go first would see none of its locks.
+                if waiting or (begun is not None and now - begun > PROBE_HOLD_SECONDS) or held_for > PROBE_START_SECONDS:
                     break
                 time.sleep(0.001)
         finally:
