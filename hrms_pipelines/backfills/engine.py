@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from hrms_pipelines import errors, locks, settings
+from hrms_pipelines.metadata import duration
 from hrms_pipelines.backfills import capture
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase, local_transaction
@@ -261,7 +262,7 @@ class _Progress:
         else:
             remaining = max(self.total - result.rows_scanned, 0)
             left = f"{remaining:,}"
-            eta = _duration(remaining / rate) if rate > 0 else "unknown"
+            eta = duration(remaining / rate) if rate > 0 else "unknown"
         last_ms = result.batch_ms[-1] if result.batch_ms else 0.0
         return (f"backfill {self.name}: {result.rows_changed:,} rows changed, {left} left, {rate:,.0f} {self.unit}/s, "
                 f"ETA {eta}; {result.batches:,} batches, batch size {batch_size:,}, last batch {last_ms:.0f} ms")
@@ -271,17 +272,6 @@ class _Progress:
         if now - self.last >= self.every:
             self.last = now
             self.log.info(self.line(result, batch_size))
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after: int | None, size: int,

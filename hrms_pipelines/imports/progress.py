@@ -10,18 +10,9 @@ from collections.abc import Callable
 import pandas as pd
 
 
+from hrms_pipelines.metadata import duration
+
 EVERY_SECONDS = 5.0
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 class Progress:
