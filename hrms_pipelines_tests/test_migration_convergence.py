@@ -12,8 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hrms_pipelines import roles, settings
+from hrms_pipelines import roles
 from hrms_pipelines.migrations import files, runner
+from hrms_pipelines_tests.conftest import project_copy
 
 INDEX = "payroll_payslipline_total_idx"
 UP = ("-- hrms:non-transactional\n"
@@ -27,12 +28,7 @@ def quiet(*_args) -> None:
 
 def with_new_migration(tmp_path: Path) -> list[files.Migration]:
     """The project's migrations (applied in the test database) and one pending concurrent build."""
-    root = tmp_path / "migrations"
-    for m in files.discover(settings.migrations_dir()):
-        for f in (m.up, m.down):
-            if f is not None:
-                (root / m.app).mkdir(parents=True, exist_ok=True)
-                (root / m.app / f.path.name).write_bytes(f.data)
+    root = project_copy(tmp_path / "migrations")
     (root / "payroll" / "0100_line_total_idx.up.sql").write_text(UP)
     (root / "payroll" / "0100_line_total_idx.down.sql").write_text(DOWN)
     return files.discover(root)

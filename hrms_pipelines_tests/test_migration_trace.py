@@ -11,24 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from hrms_pipelines import settings
-from hrms_pipelines.migrations import files
 from hrms_pipelines.migrations.check import RULES, Options, Severity
 from hrms_pipelines.migrations.check.__main__ import main as cli_main
 from hrms_pipelines.migrations.trace import cluster as clusters
 from hrms_pipelines.migrations.trace import model
 from hrms_pipelines.migrations.trace.check import traced_paths
 
-from hrms_pipelines_tests.conftest import TRACE_PGDATA  # every test's HRMS_TRACE_PGDATA (conftest.deployment_dirs)
-
-
-def project_copy(root: Path) -> Path:
-    for m in files.discover(settings.migrations_dir()):
-        for f in (m.up, m.down):
-            if f is not None:
-                (root / m.app).mkdir(parents=True, exist_ok=True)
-                (root / m.app / f.path.name).write_bytes(f.data)
-    return root
+from hrms_pipelines_tests.conftest import TRACE_PGDATA, project_copy  # every test's HRMS_TRACE_PGDATA (conftest.deployment_dirs)
 
 
 def trace_case(tmp_path: Path, sql: str, setup: str | None = None, **kwargs):

@@ -17,7 +17,7 @@ from hrms_pipelines.migrations.jobs import apply_migrations
 from hrms_pipelines.migrations.trace import cluster as clusters
 from hrms_pipelines.migrations.trace.check import traced_paths
 from hrms_pipelines.resources import HrmsDatabase
-from hrms_pipelines_tests.test_migration_trace import project_copy
+from hrms_pipelines_tests.conftest import project_copy
 
 PENDING = ("ALTER TABLE hrms.payroll_payslip ADD COLUMN note text;\n"
            "CREATE INDEX payroll_payslip_status_idx ON hrms.payroll_payslip (status);\n")

@@ -179,7 +179,7 @@ def cycles_sql(rows: str, *, bulk: bool = False, every_row_applies: bool = False
     Returns (start, path) per cycle: the walk from `start` came back to it along `path`."""
     applies = "" if every_row_applies else "f.applies AND "
     if bulk:
-        step = f"""
+        step = """
             SELECT w.start, e.manager, w.path || w.current FROM walk w JOIN edges e ON e.email = w.current
             WHERE NOT w.current = ANY (w.path)"""
         edges = f""", edges AS (
