@@ -12,7 +12,6 @@ from hrms_pipelines.io_manager import hrms_io_manager
 from hrms_pipelines.backfills import jobs as backfill_jobs
 from hrms_pipelines.migrations import jobs as migration_jobs
 from hrms_pipelines.migrations import check_job, sensors as migration_sensors
-from hrms_pipelines import restore as restore_jobs
 from hrms_pipelines.backups import jobs as backup_jobs, schedules as backup_schedules
 from hrms_pipelines import audit_partitions
 from hrms_pipelines.seeding import assets as seed_assets, checks as seed_checks, jobs as seed_jobs
@@ -45,7 +44,7 @@ defs = dg.Definitions(
         migration_jobs.apply_migrations,
         migration_jobs.revert_migrations,
         check_job.check_migrations,
-        restore_jobs.restore_backup,
+        backup_jobs.restore_backup,
         backup_jobs.prune_backups,
         backup_jobs.backup_snapshot,
         import_jobs.hrms_import,

@@ -93,7 +93,7 @@ def test_retention_comes_from_the_deployment(monkeypatch):
 
 def test_prune_and_snapshot_jobs(populated, hrms_db, restorer, monkeypatch, deployment_dirs):
     from hrms_pipelines.backups import jobs
-    from hrms_pipelines.restore import restore_backup as restore_job
+    from hrms_pipelines.backups.jobs import restore_backup as restore_job
 
     resources = {"hrms_db": hrms_db}
     snap = jobs.backup_snapshot.execute_in_process(resources=resources)

@@ -270,7 +270,7 @@ def test_restore_refuses_a_changed_schema_and_bad_arguments(populated, reader, r
 
 
 def test_restore_job_in_process(populated, reader, restorer, hrms_db, backup_root, monkeypatch):
-    from hrms_pipelines.restore import restore_backup as restore_job
+    from hrms_pipelines.backups.jobs import restore_backup as restore_job
 
     monkeypatch.setenv("HRMS_BACKUP_DIR", str(backup_root))
     manifest = backups.take_backup(reader, TABLES, label="t", run_id="r1")

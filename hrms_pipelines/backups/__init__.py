@@ -18,7 +18,7 @@ One module per concern:
 | export    | take_backup                                                                  |
 | restore   | restore_backup                                                               |
 | prune     | retention: prune_backups                                                     |
-| jobs, schedules | the Dagster side: prune_backups and backup_snapshot (imported by definitions) |
+| jobs, schedules | the Dagster side: restore_backup, prune_backups, backup_snapshot (imported by definitions) |
 """
 
 from hrms_pipelines.backups.catalog import (

@@ -20,6 +20,7 @@ from hrms_pipelines.backups import crypto, fs
 from hrms_pipelines.backups.manifest import (
     BACKUP_ID, MANIFEST, SIGNATURE, BackupError, BackupManifest, TableBackup, manifest_from_json,
 )
+from hrms_pipelines.backups.tables import refuse_unrestorable
 
 MAX_MANIFEST_BYTES = 16 << 20
 # An empty pending folder younger than this may be a writer between mkdir and flock: left alone.
@@ -52,7 +53,10 @@ def read_manifest(directory: Path) -> BackupManifest:
         data = json.loads(manifest)
     except ValueError as exc:
         raise BackupError(f"backup manifest {directory / MANIFEST} is not valid JSON: {exc}") from None
-    return manifest_from_json(data, directory.with_name(backup_id))
+    parsed = manifest_from_json(data, directory.with_name(backup_id))
+    for table in parsed.tables:
+        refuse_unrestorable(table.table, f"backup {backup_id} ({parsed.directory / MANIFEST})")
+    return parsed
 
 
 def _check_root(root: Path) -> bool:

@@ -112,9 +112,8 @@ class BackupManifest:
 
 
 def manifest_from_json(data: Any, directory: Path) -> BackupManifest:
-    """Parse and check a (signature-verified) manifest; every problem is a BackupError naming it."""
-    from hrms_pipelines.backups.tables import refuse_unrestorable
-
+    """Parse and check a (signature-verified) manifest; every problem is a BackupError naming it.
+    Whether its tables may be restored is the reader's check (catalog.read_manifest, with tables)."""
     where = directory / MANIFEST
 
     def fail(problem: str) -> BackupError:
@@ -153,7 +152,6 @@ def manifest_from_json(data: Any, directory: Path) -> BackupManifest:
             raise fail(f"tables[{i}]: table name {settings.excerpt(name)} is not schema.table")
         if name.split(".")[0] != settings.HR_SCHEMA:
             raise fail(f"tables[{i}]: {name} is outside the {settings.HR_SCHEMA!r} schema")
-        refuse_unrestorable(name, f"backup {backup_id} ({where})")
         if not isinstance(file, str) or not FILE_NAME.fullmatch(file):
             # no separators, no "..", no hidden files: a file name, never a path
             raise fail(f"tables[{i}]: file name {settings.excerpt(file)} is not a plain backup file name")
