@@ -14,7 +14,7 @@ LOCAL  := $(PY) -m hrms_pipelines.local run --
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON_DOWNLOADS    := never
 
-.PHONY: demo dev test install lock bench clean
+.PHONY: demo dev test install install-docs lock bench docs screenshots plots clean
 
 # Installs exactly uv.lock: every package pinned, hash-checked, the project itself editable.
 # `--locked` (not `--frozen`): uv checks that uv.lock still matches pyproject.toml and refuses to
@@ -29,6 +29,15 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@touch $@
 
 install: $(VENV)/.installed
+
+# The `docs` extra (mkdocs-material, matplotlib) on top of the default set, for `make docs`, `make
+# plots` and `make test` (whose test_docs.py builds the manual). `uv sync` is exact, so a later plain
+# install removes it again; this stamp is then older than .installed and the next target re-adds it.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	@$(UV) sync --locked --extra test --extra docs --quiet
+	@touch $@
+
+install-docs: $(VENV)/.installed-docs
 
 ## Refresh uv.lock after changing dependencies in pyproject.toml, then commit uv.lock with it.
 ## Keeps every other pin; `make lock UV_LOCK_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them.
@@ -45,13 +54,30 @@ demo: install
 dev: install
 	$(LOCAL) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-## Run the whole test suite against a real (embedded) PostgreSQL.
-test: install
+## Run the whole test suite against a real (embedded) PostgreSQL (with the docs extra: the manual's build is a test).
+test: install-docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Run every benchmark under bench/ (each prints its figure beside a baseline and the ratio).
 bench: install
 	for script in bench/*_bench.py; do $(LOCAL) $(PY) $$script || exit 1; done
 
+## Build the manual (docs/ -> site/) with mkdocs-material; --strict: a broken link or a missing page fails.
+docs: install-docs
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+## Retake the UI screenshots in docs/images/ with the browser tests (Debian's Chromium at /usr/bin/chromium).
+screenshots: install
+	HRMS_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest hrms_pipelines_tests/e2e -q $(PYTEST_ARGS)
+
+## Redraw the benchmark plots in docs/images/ from the benches' JSON (a short nightly run at 10k and 100k
+## events unless NIGHTLY_JSON names an existing file; the peers plot only when PEERS_JSON is given).
+NIGHTLY_JSON ?= .hrms/bench/nightly.json
+PEERS_JSON   ?=
+plots: install-docs
+	@mkdir -p $(dir $(NIGHTLY_JSON))
+	test -s $(NIGHTLY_JSON) || $(LOCAL) $(PY) bench/nightly_bench.py --sizes 10000 100000 --json $(NIGHTLY_JSON)
+	$(PY) docs/plots.py --nightly $(NIGHTLY_JSON) $(if $(PEERS_JSON),--peers $(PEERS_JSON)) --out docs/images
+
 clean:
-	rm -rf $(VENV) .hrms
+	rm -rf $(VENV) .hrms site

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/nightly_bench.py
         [--sizes 10000 100000 1000000] [--repeat 3] [--baseline-tree /work/main] [--no-first-import]
+        [--json nightly.json]
 
 (or the server of HRMS_BENCH_ADMIN_URL). For each N it generates a company of N/10 users with N
 history events (hrms_pipelines.imports.sample_data), imports it whole through the `hrms_import`
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -231,6 +233,16 @@ def import_bench(tree: Path, python: Path, users: int, events: int) -> str:
     return line or f"failed: {(done.stdout + done.stderr)[-1500:]}"
 
 
+def write_json(path: Path, args: argparse.Namespace, table: dict[int, dict[str, dict]], firsts: dict[int, dict]) -> None:
+    """The best night of each size and scenario, and each size's first full import, as one JSON document."""
+    nights = [{"size": n, "scenario": scenario, **{k: v for k, v in night.items() if k != "path"}}
+              for n, by_scenario in table.items() for scenario, night in by_scenario.items()]
+    document = {"bench": "nightly_bench", "sizes": args.sizes, "repeat": args.repeat, "nights": nights,
+                "first_imports": [{"size": n, **first} for n, first in firsts.items()]}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -243,6 +255,7 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path, help="another checkout (e.g. /work/main) whose import_bench.py runs beside")
     parser.add_argument("--first-import-runs", type=int, default=1, help="runs of import_bench.py per tree, alternating")
     parser.add_argument("--no-first-import", action="store_true", help="skip bench/import_bench.py at the largest N")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (docs/plots.py draws them)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hrms-nightly-bench-"))
@@ -276,6 +289,9 @@ def main() -> None:
                       f"backups {best['backup_bytes']:,} B; changed {best['changed_rows']:,} rows of {best['changed_bytes']:,} B "
                       f"(kept / changed = {best['kept_bytes'] / max(best['changed_bytes'], 1):.2f})"
                       + (f"; {best['path']}" if best["path"] else ""))
+
+        if args.json:
+            write_json(args.json, args, table, firsts)
 
         small, large = min(args.sizes), max(args.sizes)
         if args.scenarios == list(SCENARIOS):
