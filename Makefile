@@ -64,11 +64,11 @@ bench: install
 
 ## Build the manual (docs/ -> site/) with mkdocs-material; --strict: a broken link or a missing page fails.
 docs: install-docs
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 ## Retake the UI screenshots in docs/images/ with the browser tests (Debian's Chromium at /usr/bin/chromium).
 screenshots: install
-	HRMS_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest hrms_pipelines_tests/e2e -q $(PYTEST_ARGS)
+	HRMS_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest hrms_pipelines_tests/e2e -x -q $(PYTEST_ARGS)
 
 ## Redraw the benchmark plots in docs/images/ from the benches' JSON (a short nightly run at 10k and 100k
 ## events unless NIGHTLY_JSON names an existing file; the peers plot only when PEERS_JSON is given).
@@ -76,7 +76,7 @@ NIGHTLY_JSON ?= .hrms/bench/nightly.json
 PEERS_JSON   ?=
 plots: install-docs
 	@mkdir -p $(dir $(NIGHTLY_JSON))
-	test -s $(NIGHTLY_JSON) || $(LOCAL) $(PY) bench/nightly_bench.py --sizes 10000 100000 --json $(NIGHTLY_JSON)
+	test -s $(NIGHTLY_JSON) || $(LOCAL) $(PY) bench/nightly_bench.py --sizes 10000 100000 --no-first-import --json $(NIGHTLY_JSON)
 	$(PY) docs/plots.py --nightly $(NIGHTLY_JSON) $(if $(PEERS_JSON),--peers $(PEERS_JSON)) --out docs/images
 
 clean:

@@ -57,5 +57,6 @@ def test_the_manual_builds_strict(tmp_path):
     # the catalogue is generated from the rule modules: one of them, with its failing example, is in it
     from hrms_pipelines.migrations.check.rules import ban_drop_column
 
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", rules))   # the code is highlighted: words in spans
     assert 'id="ban-drop-column"' in rules
-    assert "DROP COLUMN department_code" in rules and ban_drop_column.RULE.bad.strip().endswith("department_code;")
+    assert ban_drop_column.RULE.bad.strip() in text   # its failing example, as written in the rule module

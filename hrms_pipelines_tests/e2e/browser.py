@@ -6,7 +6,9 @@ the browser shows is cross-checked through GraphQL or the database by the tests 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from hrms_pipelines import settings
 
 ARTIFACTS = settings.PROJECT_ROOT / "test-artifacts" / "e2e"
+# `make screenshots` sets it to docs/images: the pictures of the manual are these tests' own.
+SCREENSHOTS_ENV = "HRMS_SCREENSHOTS_DIR"
 TIMEOUT_MS = 90_000
 VIEWPORT = {"width": 1400, "height": 900}
 # Debian's Chromium, headless, with nothing that reaches out to the network on its own.
@@ -57,11 +61,16 @@ def launch_chromium(executable: str) -> Iterator[Browser]:
             chromium.close()
 
 
-def screenshot(page: Page, name: str, **options) -> Path:
-    """A step's screenshot, kept as a test artifact under test-artifacts/e2e/."""
+def screenshot(page: Page, name: str, docs: str | None = None, **options) -> Path:
+    """A step's screenshot, kept as a test artifact under test-artifacts/e2e/; one the manual shows
+    (`docs`, its file name there) is also copied into $HRMS_SCREENSHOTS_DIR when that is set."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), **options)
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if docs and folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / f"{docs}.png")
     return path
 
 

@@ -8,15 +8,12 @@ sample's organisation files name leaders that only the users file brings, so the
 The tests share the UI's HR database and run in file order: the sample import, then the bad row.
 """
 
-import os
 import re
-import shutil
 
 import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from hrms_pipelines import settings
 from hrms_pipelines.imports import validations
 from hrms_pipelines_tests.e2e.browser import (
     IMPORT_GROUP_LINEAGE, asset_node_boxes, centre_nodes, hide_side_panels, materialize_all_with_config,
@@ -30,8 +27,6 @@ CHAIN = [f"{kind}_{stage}" for stage in STAGES for kind in ("backup", "import")]
 CHECK_OPS = {stage: [f"import_{stage}_{v.name}" for v in validations.BY_STAGE[stage]] for stage in STAGES}
 BLOCKING_OPS = {stage: [f"import_{stage}_{v.name}" for v in validations.BY_STAGE[stage] if v.blocking] for stage in STAGES}
 ALL_CHECKS = {v.name for v in validations.VALIDATIONS}
-README_IMAGE = settings.PROJECT_ROOT / "docs" / "images" / "lineage.png"
-UPDATE_DOCS_ENV = "HRMS_E2E_UPDATE_DOCS"   # set to 1 to refresh docs/images/lineage.png from this run
 
 
 def scalar(url: str, query: str, params=None):
@@ -116,12 +111,9 @@ def test_materialize_all_on_the_sample_succeeds_and_checks_pass(page, browser, d
         for stage in STAGES:
             expect(wide.get_by_text(f"{len(CHECK_OPS[stage])} / {len(CHECK_OPS[stage])} Passed").first).to_be_visible()
         expect(wide.get_by_text("Materialized", exact=True)).to_have_count(len(CHAIN))
-        image = screenshot(wide, "02_import_lineage_materialized")
+        screenshot(wide, "02_import_lineage_materialized", docs="asset-graph")
     finally:
         wide.close()
-    if os.environ.get(UPDATE_DOCS_ENV):
-        README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(image, README_IMAGE)
 
 
 def test_a_bad_row_fails_the_blocking_check_and_later_stages_do_not_run(page, dagster_ui, e2e_database_url, e2e_dirs):
@@ -162,8 +154,42 @@ def test_a_bad_row_fails_the_blocking_check_and_later_stages_do_not_run(page, da
     expect(page.get_by_text("Failed", exact=True).first).to_be_visible()
     page.get_by_text("invalid_level_numbers", exact=True).first.click()
     expect(page.get_by_text("This is a blocking asset check.")).to_be_visible()
-    screenshot(page, "03_bad_row_check_in_asset_page")
+    screenshot(page, "03_bad_row_check_in_asset_page", docs="blocked-check")
     page.get_by_text("[Show Markdown]").first.click()   # the offending rows, as a table
     expect(page.get_by_text("level 7 is missing").first).to_be_visible()
     page.wait_for_timeout(800)   # let the table's dialog finish fading in before the picture
-    screenshot(page, "03_bad_row_offending_rows")
+    screenshot(page, "03_bad_row_offending_rows", docs="blocked-check-rows")
+
+
+def test_a_dry_run_shows_its_preview_in_the_metadata_panel(page, dagster_ui, e2e_database_url, e2e_dirs):
+    # A users export in which three people have a new job title and one person is new, imported as a
+    # dry run with force_update: every stage in one transaction, rolled back, its preview recorded.
+    sample_users = (e2e_dirs["sample"] / "users.csv").read_text(encoding="utf-8").splitlines()
+    header, rows = sample_users[0], sample_users[1:]
+    changed = [row.replace(",Engineer,", ",Principal Engineer,", 1) if i < 3 else row for i, row in enumerate(rows)]
+    assert changed[:3] != rows[:3]
+    new = "e2e.preview@nhia.gov.gh,NHIA900001,Esi,Preview,Analyst,active,2024-02-01,,,ICT,MOBILE,BACKEND,,ENG,1"
+    (e2e_dirs["sample"] / "users_changed.csv").write_text("\n".join([header, *changed, new]) + "\n", encoding="utf-8")
+    titles = "SELECT count(*) FROM hrms.employees_employee WHERE job_title = 'Principal Engineer'"
+    before = scalar(e2e_database_url, titles)
+
+    run_id = materialize_all_with_config(page, {
+        "dry_run: false": "dry_run: true", "users_file: users.csv": "users_file: users_changed.csv",
+        "force_update: false": "force_update: true", "create_users: false": "create_users: true"})
+    assert dagster_ui.wait_for_run(run_id) == "SUCCESS", dagster_ui.step_stats(run_id)
+    assert scalar(e2e_database_url, titles) == before, "a dry run must change nothing"
+    assert scalar(e2e_database_url, "SELECT count(*) FROM hrms.employees_employee WHERE email = 'e2e.preview@nhia.gov.gh'") == 0
+
+    # The users stage's observation: its metadata panel holds the preview, the new job titles in it
+    # (inline when short; a long one opens from "[Show Markdown]").
+    page.goto("/assets/import_users?view=events")
+    row = page.locator("tr").filter(has=page.get_by_text("preview", exact=True)).first
+    expect(row).to_be_visible()
+    screenshot(page, "05_dry_run_observation")
+    row.scroll_into_view_if_needed()
+    show = row.get_by_text("[Show Markdown]")
+    if show.count():
+        show.first.click()
+        page.wait_for_timeout(800)   # let the dialog finish fading in before the picture
+    expect(page.get_by_text("Principal Engineer").first).to_be_visible()
+    screenshot(page, "05_dry_run_preview", docs="dry-run-preview")

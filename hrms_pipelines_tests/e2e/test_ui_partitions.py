@@ -95,4 +95,4 @@ def test_backfill_partition_from_the_partitions_dialog(page, dagster_ui, e2e_dat
     history = page.get_by_role("row").filter(has_text=backfill_id)
     expect(history).to_contain_text("1 partition")
     expect(history).to_contain_text("Succeeded")
-    screenshot(page, "04_backfill_partitions_status")
+    screenshot(page, "04_backfill_partitions_status", docs="backfill-partitions")
