@@ -9,6 +9,7 @@ rule module the analyzer does not run, or a registered rule no module holds, fai
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 MARKER = "<!-- analyzer-rules -->"
@@ -35,6 +36,14 @@ def collect() -> list:
     return sorted(found.values(), key=lambda rule: rule.id)
 
 
+def severity(rule) -> str:
+    """The rule's severity; "by table size" for the rules whose check grades a finding by the table's size
+    tier (FileState.tier: DANGER on a large table, WARNING on another existing one)."""
+    if rule.check is not None and "tier(" in inspect.getsource(inspect.getmodule(rule.check)):
+        return "by table size"
+    return rule.severity.value
+
+
 def kind(rule) -> str:
     if rule.found_by_trace:
         return "trace mode"
@@ -54,11 +63,11 @@ def fence(sql: str) -> str:
 def render(rules: list) -> str:
     out = ["| rule | severity | squawk | kind |", "|---|---|---|---|"]
     for rule in rules:
-        out.append(f"| [`{rule.id}`](#{rule.id}) | {rule.severity.value} | {f'`{rule.squawk}`' if rule.squawk else ''} | {kind(rule)} |")
+        out.append(f"| [`{rule.id}`](#{rule.id}) | {severity(rule)} | {f'`{rule.squawk}`' if rule.squawk else ''} | {kind(rule)} |")
     out.append("")
     for rule in rules:
         out.append(f"## {rule.id} {{ #{rule.id} }}\n")
-        facts = [f"**{rule.severity.value}**", kind(rule)]
+        facts = [f"**{severity(rule)}**", kind(rule)]
         if rule.squawk:
             facts.append(f"squawk: `{rule.squawk}`")
         if rule.node_types:
