@@ -23,6 +23,7 @@ from psycopg import sql
 from hrms_pipelines import roles, settings
 
 from .conftest import project_copy
+from .import_helpers import DATA_TABLES
 from .private_cluster import ADMIN, DEBIAN_PG15_BIN, SUPERUSER, PrivateCluster, embedded_bin
 
 pytestmark = pytest.mark.pg15
@@ -163,11 +164,16 @@ class Deployment:
         with psycopg.connect(f"postgresql://dagster:{DAGSTER_PASSWORD}@127.0.0.1:{self.cluster.port}/{self.dagster_db}") as conn:
             return "\n".join(r[0] for r in conn.execute("SELECT event FROM event_logs WHERE run_id = %s ORDER BY id", [run_id]))
 
+    def checksums(self) -> dict[str, str]:
+        return {t: self.hr(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM hrms.{t} x")[0][0]
+                for t in HR_TABLES}
+
     def count(self, table: str, where: str = "true") -> int:
         return self.hr(f"SELECT count(*) FROM hrms.{table} WHERE {where}")[0][0]
 
 
 DAGSTER_PASSWORD = uuid.uuid4().hex
+HR_TABLES = [t for t in DATA_TABLES if t != "core_auditlog"]
 
 
 @pytest.mark.slow
@@ -195,7 +201,9 @@ def test_the_readme_deployment_path_on_postgresql_15(pg15, deployment_dirs, migr
     assert deployment.job("seed_environment")[1] == "SUCCESS"
     assert deployment.count("leave_leavetype") > 0 and deployment.count("payroll_banksortcode") > 0
 
-    # hrms_import of the sample company, then undo_import of that run (dry run, then for real)
+    # hrms_import of the sample company, then undo_import of that run (dry run, then for real): every
+    # HR table as it was before the import
+    before = deployment.checksums()
     assert deployment.job("hrms_import", "-c", "config/hrms_import.yaml")[1] == "SUCCESS"
     assert deployment.count("employees_employee") == 200 and deployment.count("history_timelineevent") > 0
     [(import_run,)] = deployment.hr("SELECT DISTINCT run_id FROM hrms.imports_importrecord")
@@ -205,6 +213,7 @@ def test_the_readme_deployment_path_on_postgresql_15(pg15, deployment_dirs, migr
     undo["ops"]["undo_import_run"]["config"]["dry_run"] = False
     assert deployment.job("undo_import", config=undo)[1] == "SUCCESS"
     assert deployment.count("employees_employee") == 0 and deployment.count("org_team") == 0
+    assert deployment.checksums() == before
     assert deployment.count("imports_importrecord", "outcome = 'undone'") > 0
     assert deployment.job("hrms_import", "-c", "config/hrms_import.yaml")[1] == "SUCCESS"     # imports again
     assert deployment.count("employees_employee") == 200
