@@ -164,14 +164,9 @@ def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None
     passwords = passwords or {}
     statements: list[sql.Composable] = []
     for duty in Duty:
-        role = sql.Identifier(duty.role)
-        attributes = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")
-        statements.append(sql.SQL(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {role}; "
-            "END IF; END $$").format(name=sql.Literal(duty.role), role=role))
-        statements.append(sql.SQL("ALTER ROLE {} {}").format(role, attributes))
+        statements.append(sql.SQL(_ROLE).format(name=sql.Literal(duty.role), role=sql.Identifier(duty.role)))
         if duty in passwords:
-            statements.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(passwords[duty])))
+            statements.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(duty.role), sql.Literal(passwords[duty])))
     db = sql.Identifier(database)
     statements.append(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(db))
     statements.append(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(MIGRATOR.role)))
@@ -179,6 +174,33 @@ def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None
         db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty if d is not MIGRATOR)))
     statements.append(sql.SQL(_FIX_EXISTING))  # type: ignore[arg-type]  # code, not input
     return statements
+
+
+# A duty's login role: created with no attribute but LOGIN (and INHERIT); an existing one loses any
+# attribute its duty must not have. Only what is wrong is altered: PostgreSQL lets only a superuser
+# even mention SUPERUSER in ALTER ROLE (15: REPLICATION and BYPASSRLS too; 16+: only a holder of
+# REPLICATION / BYPASSRLS / CREATEDB may mention those), so the administrator of a managed service
+# (CREATEROLE, CREATEDB: RDS, Cloud SQL, Azure) can run it, and a role that truly holds SUPERUSER
+# still fails loudly unless a superuser runs it.
+_ROLE = """DO $$
+DECLARE
+    r record;
+BEGIN
+    SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, rolinherit INTO r
+    FROM pg_catalog.pg_roles WHERE rolname = {name};
+    IF NOT FOUND THEN
+        CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+        RETURN;
+    END IF;
+    IF r.rolsuper THEN ALTER ROLE {role} NOSUPERUSER; END IF;
+    IF r.rolreplication THEN ALTER ROLE {role} NOREPLICATION; END IF;
+    IF r.rolbypassrls THEN ALTER ROLE {role} NOBYPASSRLS; END IF;
+    IF r.rolcreatedb THEN ALTER ROLE {role} NOCREATEDB; END IF;
+    IF r.rolcreaterole THEN ALTER ROLE {role} NOCREATEROLE; END IF;
+    IF NOT r.rolcanlogin THEN ALTER ROLE {role} LOGIN; END IF;
+    IF NOT r.rolinherit THEN ALTER ROLE {role} INHERIT; END IF;
+END
+$$"""
 
 
 # Older versions granted the import role to the migrating user (harmless) — a duty's own role must

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hrms_pipelines.imports.reader import ImportFileError
 from hrms_pipelines.imports.stage import StageFailed
 
-from .import_helpers import BASE, run_all, run_stage, write, write_base
+from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +170,114 @@ def test_every_undo_lands_on_the_state_before_its_run(hrms_db, database_url):
 
     run_sequence()
     assert seen["undone"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Undo across stages: runs of the org files and the users file (create_users, as the nightly runs),
+# where one org file creates a placeholder leader that another file (teams.csv) or the users stage
+# later assigns (to a new team, a new chapter, as a manager); undoing the newest run, any number of
+# times, lands exactly on the state before it, and undoing them all on the state before them all.
+
+LEADS = [f"lead{i}@nhia.gov.gh" for i in range(3)]        # unknown to the base: placeholders when named
+PEOPLE = LEADS + POOL[:2]
+ORG_AND_USERS = ["org_organization", "org_department", "org_tribe", "org_chapter", "org_team", "employees_employee"]
+
+
+@st.composite
+def org_and_users_run(draw):
+    leader = st.sampled_from(LEADS + POOL[:1] + [""])
+    tribes = draw(st.lists(st.tuples(st.sampled_from(["T1", "T2"]), leader), max_size=2, unique_by=lambda r: r[0]))
+    chapters = draw(st.lists(st.tuples(st.sampled_from(["C1", "C2"]), leader), max_size=2, unique_by=lambda r: r[0]))
+    teams = draw(st.lists(st.tuples(st.sampled_from(["N1", "N2"]), st.sampled_from(["DIGITAL"] + [t for t, _ in tribes]), leader),
+                          max_size=2, unique_by=lambda r: r[0]))
+    users = draw(st.lists(st.tuples(st.sampled_from(range(len(PEOPLE))),
+                                    st.sampled_from(["", "MOBILE"] + [t[0] for t in teams]),
+                                    st.sampled_from(["", "BACKEND"] + [c for c, _ in chapters]),
+                                    st.sampled_from([None, 0, 1, 2, 3])),        # manager: index into PEOPLE
+                          min_size=1, max_size=4, unique_by=lambda r: r[0]))
+    return ("run", tribes, chapters, teams, users, draw(st.booleans()))
+
+
+def write_org_and_users(directory: Path, tribes, chapters, teams, users) -> None:
+    write(directory, "tribes.csv", [BASE["tribes.csv"][0], ["DIGITAL", "Digital Services", "NHIA", ""]]
+          + [[code, f"Tribe {code}", "NHIA", lead] for code, lead in tribes])
+    write(directory, "chapters.csv", [BASE["chapters.csv"][0], ["BACKEND", "Backend", "NHIA", ""]]
+          + [[code, f"Chapter {code}", "NHIA", lead] for code, lead in chapters])
+    write(directory, "teams.csv", [BASE["teams.csv"][0], ["MOBILE", "Mobile", "DIGITAL", "ICT", ""]]
+          + [[code, f"Team {code}", tribe, "ICT", lead] for code, tribe, lead in teams])
+    # managers rank above (lower index): the hierarchy never has a cycle
+    write(directory, "users.csv", [BASE["users.csv"][0]] + [
+        [PEOPLE[i], "Esi", "Boateng", "active", "2024-01-08", team, chapter, "" if m is None or m >= i else PEOPLE[m], "", ""]
+        for i, team, chapter, m in users])
+
+
+def crossed(url: str, run_id: str) -> int:
+    """Rows of the run that point at a row another import record of the same run inserted."""
+    return scalar(url, """
+        WITH ins AS (SELECT i.import_record_id AS rec, i.table_name, unnest(i.row_ids) AS id FROM hrms.imports_undoinsert i
+                     JOIN hrms.imports_importrecord r ON r.id = i.import_record_id WHERE r.run_id = %s)
+        SELECT count(*) FROM hrms.employees_employee e
+        JOIN ins pe ON pe.table_name = 'employees_employee' AND pe.id = e.id
+        JOIN ins pt ON (pt.table_name = 'org_team' AND pt.id = e.team_id) OR (pt.table_name = 'org_chapter' AND pt.id = e.chapter_id)
+                    OR (pt.table_name = 'employees_employee' AND pt.id = e.manager_id)
+        WHERE pt.rec <> pe.rec""", [run_id])
+
+
+def test_undo_of_runs_whose_placeholders_other_files_assign(hrms_db, database_url):
+    from hypothesis import example
+
+    from hrms_pipelines.imports import undo
+    from hrms_pipelines.resources import RESTORER
+
+    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-cross-base-")))
+    run_all(hrms_db, base, ("ladders", "org"))
+    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
+    run_stage(hrms_db, "users", base)
+    counter = iter(range(10**6))
+    seen = {"undone": 0, "crossed": 0}
+
+    def state():
+        return checksums(database_url, ORG_AND_USERS)
+
+    def undo_newest(done):
+        run_id, before = done.pop()
+        with hrms_db.connection(RESTORER) as conn:
+            undo.undo_run(conn, run_id, undo_run_id=f"undo-{run_id}")
+        assert state() == before, f"undo of {run_id} did not land on the state before it"
+        seen["undone"] += 1
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(st.one_of(org_and_users_run(), st.just(("undo",))), min_size=1, max_size=4))
+    # the sample company's case: the tribes file's placeholder leads a team of teams.csv and is put in it by the users stage
+    @example([("run", [("T1", LEADS[0])], [("C1", LEADS[1])], [("N1", "T1", LEADS[0])],
+               [(0, "N1", "C1", None), (1, "N1", "", 0), (2, "MOBILE", "C1", 1)], False), ("undo",)])
+    def run_sequence(steps):
+        directory = Path(tempfile.mkdtemp(prefix="hyp-cross-"))
+        for name in ("ladders.csv", "organizations.csv", "departments.csv"):
+            (directory / name).write_bytes((base / name).read_bytes())
+        start, done = state(), []
+        for s in steps:
+            if s[0] == "undo":
+                if done:
+                    undo_newest(done)
+                continue
+            _, tribes, chapters, teams, users, force = s
+            write_org_and_users(directory, tribes, chapters, teams, users)
+            before, run_id = state(), f"cross-{next(counter)}"
+            for kind in ("org", "users"):
+                try:
+                    run_stage(hrms_db, kind, directory, run_id=run_id, create_users=True, force_update=force)
+                except (ImportFileError, StageFailed):
+                    pass
+            if scalar(database_url, "SELECT count(*) FROM hrms.imports_importrecord WHERE run_id = %s AND outcome = 'succeeded' "
+                                    "AND inserted + updated > 0", [run_id]):
+                seen["crossed"] += bool(crossed(database_url, run_id))
+                done.append((run_id, before))
+            else:
+                assert state() == before
+        while done:
+            undo_newest(done)
+        assert state() == start
+
+    run_sequence()
+    assert seen["undone"] > 0 and seen["crossed"] > 0, seen

@@ -8,11 +8,14 @@ locks, with the run's tables locked against writers (reads go on):
    inserted (naming the rows, masked, and the later run: undo that run first), or when something
    other than an import changed such a row since (an undo would lose that change);
 3. every stage, newest first: the rows it updated get their before-images back (full rows,
-   updated_at included), then every row it inserted is removed (one statement per stage, so rows of
-   the stage that reference each other go together); every put-back and every removal writes an
-   audit row (action 'undo', the row before and after);
-4. a row left behind that still references a removed row (a later import's, or another table's)
-   refuses the whole undo, naming it;
+   updated_at included); then every row the run inserted, whatever stage inserted it, is removed in
+   ONE statement over every table, so foreign keys are checked once, at its end (a placeholder
+   leader the tribes file inserted and the users stage put in a team of teams.csv goes with the
+   team); every put-back and every removal writes an audit row (action 'undo', the row before and after);
+4. a row left behind that still references a removed row refuses the whole undo, naming it: in an
+   import table with the run that wrote it (a later import's, or the HR application's); in another
+   table (leave, payroll: the undo's role cannot read them) by its table, constraint and the row it
+   references;
 5. the run's import records are marked `undone`: the unchanged-file detection no longer counts
    them, so importing the same file again imports it again.
 
@@ -21,6 +24,7 @@ locks, with the run's tables locked against writers (reads go on):
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -183,29 +187,51 @@ def _restore(conn: psycopg.Connection, record: RecordUndo, undo_run_id: str | No
             record.restored[table] = count
 
 
-def _remove(conn: psycopg.Connection, record: RecordUndo, undo_run_id: str | None, preview: list | None) -> None:
-    """Remove the rows one import record inserted, every table in one statement (rows that reference
-    each other go together; foreign keys are checked at its end)."""
-    tables = [r[0] for r in conn.execute("SELECT DISTINCT table_name FROM _undo_ins WHERE record_id = %s", [record.record_id])]
+def _remove(conn: psycopg.Connection, records: list[RecordUndo], undo_run_id: str | None, preview: list | None) -> None:
+    """Remove every row the run inserted, whatever stage inserted it, in ONE statement over every
+    table: a placeholder leader inserted by the tribes file and put in a team by the users stage goes
+    together with that team. The foreign keys (NO ACTION) are checked once, at the statement's end,
+    so only rows that stay can block it."""
+    tables = [r[0] for r in conn.execute("SELECT DISTINCT table_name FROM _undo_ins")]
     if not tables:
         return
     tables.sort(key=changes.TABLES.index)
     if preview is not None:
-        for table in tables:
-            for (row_id,) in conn.execute(f"SELECT row_id FROM _undo_ins WHERE record_id = %s AND table_name = %s "
-                                          f"ORDER BY row_id LIMIT {SHOWN}", [record.record_id, table]).fetchall():
-                preview.append([record.stage, table, "remove", _name(conn, table, row_id), "", "", ""])
-    ctes = [f"d{i} AS (DELETE FROM hrms.{t} t WHERE t.id IN (SELECT row_id FROM _undo_ins WHERE record_id = %(record)s "
-            f"AND table_name = '{t}') RETURNING t.*)" for i, t in enumerate(tables)]
+        for record in records:          # newest first, as the put-backs
+            for table in tables:
+                for (row_id,) in conn.execute(f"SELECT row_id FROM _undo_ins WHERE record_id = %s AND table_name = %s "
+                                              f"ORDER BY row_id LIMIT {SHOWN}", [record.record_id, table]).fetchall():
+                    preview.append([record.stage, table, "remove", _name(conn, table, row_id), "", "", ""])
+    ctes = [f"d{i} AS (DELETE FROM hrms.{t} t WHERE t.id IN (SELECT row_id FROM _undo_ins WHERE table_name = '{t}') "
+            f"RETURNING t.*)" for i, t in enumerate(tables)]
     audits = [f"SELECT '{t}' AS table_name, d.id, to_jsonb(d) AS row, d.import_record_id FROM d{i} d" for i, t in enumerate(tables)]
     rows = conn.execute(f"""
         WITH {', '.join(ctes)}, removed AS ({' UNION ALL '.join(audits)}), audit AS (
             INSERT INTO hrms.core_auditlog (run_id, source, action, table_name, row_key, before, after, import_record_id)
             SELECT %(undo_run)s, %(source)s, 'undo', table_name, id::text, row, NULL, import_record_id FROM removed
         )
-        SELECT table_name, count(*) FROM removed GROUP BY 1""",
-                        {"record": record.record_id, "undo_run": undo_run_id, "source": SOURCE}).fetchall()
-    record.removed.update({t: n for t, n in rows})
+        SELECT i.record_id, r.table_name, count(*) FROM removed r
+        JOIN _undo_ins i ON i.table_name = r.table_name AND i.row_id = r.id GROUP BY 1, 2""",
+                        {"undo_run": undo_run_id, "source": SOURCE}).fetchall()
+    by_id = {r.record_id: r for r in records}
+    for record_id, table, n in rows:
+        by_id[record_id].removed[table] = n
+
+
+def _blocked_by_other_table(conn: psycopg.Connection, exc: psycopg.errors.ForeignKeyViolation) -> str:
+    """The refusal for a removal that a table outside the import tables blocks (the undo's role may
+    not read those tables: the foreign key's own report names the table and the key)."""
+    referenced = conn.execute("SELECT confrelid::regclass::text FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
+                              [exc.diag.constraint_name, f"{exc.diag.schema_name or 'hrms'}.{exc.diag.table_name}"]).fetchone()
+    key = re.search(r"Key \(id\)=\((\d+)\)", exc.diag.message_detail or "")
+    target = referenced[0].split(".", 1)[-1] if referenced else None
+    if target in changes.TABLES and key:
+        row = _name(conn, target, int(key.group(1)))
+    else:
+        row = f"{target or 'a row'} ({exc.diag.message_detail})"
+    return (f"rows of {exc.diag.schema_name or 'hrms'}.{exc.diag.table_name} (not an import table: the HR application's "
+            f"data, constraint {exc.diag.constraint_name}) still reference {row}, which the run inserted. "
+            "Remove or re-point those rows first, or keep the run.")
 
 
 def _references_left(conn: psycopg.Connection) -> list[str]:
@@ -302,15 +328,11 @@ def undo_run(conn: psycopg.Connection, run_id: str, *, undo_run_id: str | None =
                 if problems:
                     raise UndoRefused(f"undo of run {run_id} refused, nothing was changed: rows that stay still reference rows "
                                       "the run inserted. Undo the run that wrote them first:\n  - " + "\n  - ".join(problems))
-                for record in result.records:
-                    try:
-                        with conn.transaction():
-                            _remove(conn, record, undo_run_id, preview)
-                    except psycopg.errors.ForeignKeyViolation as exc:
-                        raise UndoRefused(
-                            f"undo of run {run_id} refused, nothing was changed: {exc.diag.message_primary}"
-                            + (f" ({exc.diag.message_detail})" if exc.diag.message_detail else "")
-                            + ". Rows outside the import tables still reference rows the run inserted.") from None
+                try:
+                    with conn.transaction():
+                        _remove(conn, result.records, undo_run_id, preview)
+                except psycopg.errors.ForeignKeyViolation as exc:
+                    raise UndoRefused(f"undo of run {run_id} refused, nothing was changed: {_blocked_by_other_table(conn, exc)}") from None
                 marked = conn.execute(
                     "UPDATE hrms.imports_importrecord SET outcome = 'undone', undone_at = now(), undone_by_run = %s "
                     "WHERE id = ANY(%s) AND outcome = 'succeeded'", [undo_run_id, record_ids]).rowcount
