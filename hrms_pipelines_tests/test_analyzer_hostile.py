@@ -158,3 +158,30 @@ def test_apply_migrations_refuses_them_and_changes_nothing(sql, hrms_db, databas
         assert conn.execute("SELECT to_regnamespace('postgres')").fetchone()[0] is None
         assert conn.execute("SELECT count(*), md5(string_agg(id::text, ',' ORDER BY id)) FROM hrms.core_auditlog"
                             ).fetchone() == before
+
+
+def test_a_file_in_a_flat_folder_is_linted_on_its_own(tmp_path, capsys):
+    """Issue 18 item 4: `check FILE` as squawk is used in CI; the folder above is never taken for a
+    migrations root (it holds an unrelated broken file and a folder that is not an app)."""
+    from hrms_pipelines.migrations.check.__main__ import main as cli_main
+
+    ci = tmp_path / "ci" / "changes"
+    ci.mkdir(parents=True)
+    (tmp_path / "ci" / "0001_broken.up.sql").write_text("this is not SQL at all (\n")
+    (tmp_path / "ci" / "notes").mkdir()
+    (tmp_path / "ci" / "tools").mkdir()
+    (tmp_path / "ci" / "tools" / "dump.sql").write_text("-- a schema dump, not a migration\n")
+    (tmp_path / "ci" / "notes" / "0002_unrelated.up.sql").write_text("DROP TABLE hrms.org_team;\n")
+    ok = ci / "0007_add_note.up.sql"
+    ok.write_text("ALTER TABLE hrms.payroll_payslip ADD COLUMN note text;\n")
+    assert cli_main([str(ok)]) == 0
+    out = capsys.readouterr()
+    assert not any(name in out.out + out.err for name in ("0001_broken", "0002_unrelated", "dump.sql")), out
+    bad = ci / "0008_index.up.sql"
+    bad.write_text("CREATE INDEX payslip_note_idx ON hrms.payroll_payslip (note);\n")
+    assert cli_main([str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "require-concurrent-index-creation" in out and "0001_broken" not in out
+    # a folder of such files, too
+    assert cli_main([str(ci)]) == 1
+    assert "0001_broken" not in capsys.readouterr().out
