@@ -12,7 +12,7 @@ import psycopg
 from pglast import ast, parse_sql
 from pglast.visitors import Visitor
 
-from hrms_pipelines.migrations import concurrent
+from hrms_pipelines.migrations import bounds, concurrent
 from hrms_pipelines.migrations.files import Migration, MigrationError, MigrationFile, Statement
 
 DEFAULT_LOCK_TIMEOUT = "10s"
@@ -21,8 +21,14 @@ DEFAULT_STATEMENT_TIMEOUT = "30s"
 
 @dataclass
 class Timeouts:
+    """The runner's lock and statement timeouts, each within its bound (migrations.bounds)."""
+
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        bounds.LOCK_TIMEOUT.check(self.lock_timeout)
+        bounds.STATEMENT_TIMEOUT.check(self.statement_timeout)
 
 
 class _RelationNames(Visitor):
