@@ -53,6 +53,9 @@ ITEM_6_VARIANTS = [
      "ban-disabling-protected-triggers"),
     ("ALTER TABLE hrms_meta.migration_ledger DISABLE TRIGGER USER;", "ban-disabling-protected-triggers"),
     ("DROP TRIGGER hrms_guard_importrecord_final ON hrms.imports_importrecord;", "ban-disabling-protected-triggers"),
+    ("CREATE OR REPLACE FUNCTION hrms.core_auditlog_append_only() RETURNS trigger LANGUAGE plpgsql "
+     "AS $$ BEGIN RETURN NULL; END $$;", "ban-disabling-protected-triggers"),
+    ("DROP FUNCTION hrms.core_auditlog_append_only() CASCADE;", "ban-disabling-protected-triggers"),
     ("SET LOCAL session_replication_role = replica;", "ban-session-replication-role"),
     ("SELECT set_config('session_replication_role', 'replica', true);", "ban-session-replication-role"),
     ("ALTER ROLE hrms_migrator SET session_replication_role = replica;", "ban-session-replication-role"),
