@@ -82,7 +82,7 @@ def _remove_markers():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def setup(tmp_path: Path, monkeypatch, database_url: str) -> tuple[Path, Path]:
+def hostile_target(tmp_path: Path, monkeypatch, database_url: str) -> tuple[Path, Path]:
     """The project's migrations plus payroll/0100 (hostile, applied to the target as the migrator)
     and payroll/0101 (harmless, pending: what the trace rehearses)."""
     root = project_copy(tmp_path / "migrations")
@@ -130,7 +130,7 @@ def assert_harmless(marker: Path, seen: list[tuple[str, str, str]]) -> None:
 
 def test_check_migrations_and_a_dry_run_never_run_migrator_code_as_superuser(hrms_db, database_url, tmp_path,
                                                                            monkeypatch):
-    _, marker = setup(tmp_path, monkeypatch, database_url)
+    _, marker = hostile_target(tmp_path, monkeypatch, database_url)
     seen = watch_canaries(monkeypatch)
 
     checked = check_migrations.execute_in_process(
@@ -149,7 +149,7 @@ def test_check_migrations_and_a_dry_run_never_run_migrator_code_as_superuser(hrm
 
 def test_a_rehearsal_replayed_from_the_ledger_never_runs_migrator_code_as_superuser(database_url, tmp_path,
                                                                                      monkeypatch):
-    root, marker = setup(tmp_path, monkeypatch, database_url)
+    root, marker = hostile_target(tmp_path, monkeypatch, database_url)
     seen = watch_canaries(monkeypatch)
     with psycopg.connect(as_role(database_url, roles.MIGRATOR), autocommit=True) as conn:
         report = traced_paths([root / "payroll" / "0101_note.up.sql"], migrations_dir=root, conn=conn,
