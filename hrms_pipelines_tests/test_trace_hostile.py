@@ -160,3 +160,26 @@ def test_a_rehearsal_replayed_from_the_ledger_never_runs_migrator_code_as_superu
     # search_path pinned, pg_catalog's operator, never the one in the schema named like the superuser
     assert not any(via == "operator" for _, _, via in seen), seen
     assert_harmless(marker, seen)
+
+
+def test_the_migrator_needs_no_create_on_the_database_once_the_schemas_exist(empty_database_url):
+    """The ledger's schema is created only when missing, and a restored dump's CREATE SCHEMA of a schema
+    the scratch database has already is left out: neither needs the migrator's CREATE on the database."""
+    from psycopg import sql
+
+    from hrms_pipelines.migrations import runner
+    from hrms_pipelines.migrations.trace import schema
+
+    with psycopg.connect(empty_database_url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()[0]
+        admin.execute(sql.SQL("CREATE SCHEMA hrms_meta AUTHORIZATION {}").format(sql.Identifier(roles.MIGRATOR.role)))
+        admin.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM {}").format(
+            sql.Identifier(name), sql.Identifier(roles.MIGRATOR.role)))
+    with psycopg.connect(as_role(empty_database_url, roles.MIGRATOR), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE SCHEMA IF NOT EXISTS hrms_meta")  # what the runner used to run every time
+        runner.ensure_ledger(conn)
+        assert runner.ledger_exists(conn)
+    dump = "CREATE SCHEMA hrms;\nCREATE SCHEMA hrms_meta;\nCREATE TABLE hrms.t (id int);\n"
+    assert schema._without_existing_schemas(dump, {"hrms_meta", "public"}) == (
+        "CREATE SCHEMA hrms;\nCREATE TABLE hrms.t (id int);\n")
