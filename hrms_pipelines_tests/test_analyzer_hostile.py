@@ -56,6 +56,9 @@ ITEM_6_VARIANTS = [
     ("CREATE OR REPLACE FUNCTION hrms.core_auditlog_append_only() RETURNS trigger LANGUAGE plpgsql "
      "AS $$ BEGIN RETURN NULL; END $$;", "ban-disabling-protected-triggers"),
     ("DROP FUNCTION hrms.core_auditlog_append_only() CASCADE;", "ban-disabling-protected-triggers"),
+    ("SELECT query_to_xml(convert_from(decode('U0VMRUNUIDE=', 'base64'), 'UTF8'), true, true, '');",
+     "ban-sql-in-strings"),
+    ("DO $$ BEGIN PERFORM query_to_xml('SELECT 1', true, true, ''); END $$;", "ban-sql-in-strings"),
     ("SET LOCAL session_replication_role = replica;", "ban-session-replication-role"),
     ("SELECT set_config('session_replication_role', 'replica', true);", "ban-session-replication-role"),
     ("ALTER ROLE hrms_migrator SET session_replication_role = replica;", "ban-session-replication-role"),
@@ -95,7 +98,7 @@ ORDINARY = [
     "DO $$ DECLARE part regclass := 'hrms.org_team'; BEGIN EXECUTE format('ANALYZE %s', part); END $$;",
 ]
 NEW_RULES = {"ban-create-schema", "ban-create-operator", "ban-disabling-protected-triggers",
-             "ban-session-replication-role", "ban-grant-on-audit-log", "dynamic-sql"}
+             "ban-session-replication-role", "ban-grant-on-audit-log", "dynamic-sql", "ban-sql-in-strings"}
 
 
 def danger(sql: str) -> set[str]:

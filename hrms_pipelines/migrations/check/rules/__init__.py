@@ -27,6 +27,7 @@ from hrms_pipelines.migrations.check.rules import (
     ban_grant_to_public,
     ban_role_escalation,
     ban_session_replication_role,
+    ban_sql_in_strings,
     ban_truncate,
     ban_truncate_cascade,
     ban_unlisted_extension,
@@ -74,7 +75,7 @@ STATEMENT_RULES: list[Rule] = [
         dynamic_sql,
         # issue 17: shadowing pg_catalog, unreadable dynamic SQL (above, now DANGER), the audit log's guards
         ban_create_schema, ban_create_operator, ban_disabling_protected_triggers, ban_session_replication_role,
-        ban_grant_on_audit_log,
+        ban_grant_on_audit_log, ban_sql_in_strings,
     )
 ]
 # Found by rehearsing migrations on a real PostgreSQL (trace mode), not by parsing: no static check.
