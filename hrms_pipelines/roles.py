@@ -74,6 +74,15 @@ DANGEROUS_BUILTIN_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_
                            "pg_signal_backend", "pg_checkpoint", "pg_create_subscription")
 
 
+ADMIN_SEARCH_PATH = "pg_catalog, pg_temp"
+
+
+def pin_search_path(conn: psycopg.Connection) -> None:
+    """An administrative session resolves names only in pg_catalog (then pg_temp): nothing a
+    migration can create (a schema named like a role, an operator, a function) is ever called."""
+    conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+
+
 class RoleError(Exception):
     """A connection that must not be used for its duty, or roles that are not set up; says what to do."""
 

@@ -89,3 +89,76 @@ def invalid_among(conn: psycopg.Connection, builds: list[IndexBuild]) -> list[st
         if found is not None and not found[1]:
             out.append(found[0])
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# REINDEX CONCURRENTLY
+#
+# An interrupted `REINDEX ... CONCURRENTLY` leaves the copy it was building, `<index>_ccnew` (or
+# `_ccnew1`, ...), INVALID; interrupted after the swap, the old index, `<index>_ccold`, INVALID. A
+# re-run would build yet another copy beside it (`_ccnew1`) and never drop the first. So before (and,
+# when it fails on a live connection, after) the statement the runner drops (concurrently) every
+# INVALID `_ccnew`/`_ccold` index of what it reindexes, and the ledger row waits until none is left.
+
+
+@dataclass(frozen=True)
+class Reindex:
+    """A `REINDEX ... CONCURRENTLY` statement: what it reindexes."""
+
+    kind: str  # "index", "table", "schema", "database", "system"
+    schema: str | None
+    name: str | None  # the index, table or schema; None for the database
+
+    def leftover_filter(self) -> tuple[str, list]:
+        """The WHERE clause (over pg_index i, pg_class c, pg_namespace n) that picks this reindex's objects."""
+        ref = sql.Identifier(*(p for p in (self.schema, self.name) if p)).as_string(None) if self.name else None
+        if self.kind == "index":
+            return "i.indrelid = (SELECT indrelid FROM pg_index WHERE indexrelid = to_regclass(%s))", [ref]
+        if self.kind == "table":
+            return "i.indrelid = to_regclass(%s)", [ref]
+        if self.kind == "schema":
+            return "n.nspname = %s", [self.name]
+        return "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'", []
+
+
+def reindex(statement: Statement) -> Reindex | None:
+    """What a statement reindexes, when it is a `REINDEX ... CONCURRENTLY`."""
+    if "reindex" not in statement.sql.lower():
+        return None
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(statement.sql))
+    except pg_parser.ParseError:
+        return None
+    stmts = tree.get("stmts", ())
+    if len(stmts) != 1 or "ReindexStmt" not in stmts[0]["stmt"]:
+        return None
+    node = stmts[0]["stmt"]["ReindexStmt"]
+    params = {p.get("DefElem", {}).get("defname") for p in node.get("params", ())}
+    if "concurrently" not in params:
+        return None
+    kind = node.get("kind", "").removeprefix("REINDEX_OBJECT_").lower()
+    relation = node.get("relation") or {}
+    return Reindex(kind=kind, schema=relation.get("schemaname"), name=relation.get("relname") or node.get("name"))
+
+
+LEFTOVERS = """
+SELECT i.indexrelid::regclass::text
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT (i.indisvalid AND i.indisready) AND c.relname ~ '_cc(new|old)[0-9]*$' AND {}
+ORDER BY 1
+"""
+
+
+def reindex_leftovers(conn: psycopg.Connection, target: Reindex) -> list[str]:
+    """The INVALID `_ccnew`/`_ccold` indexes an interrupted REINDEX CONCURRENTLY of `target` left."""
+    where, params = target.leftover_filter()
+    return [r[0] for r in conn.execute(LEFTOVERS.format(where), params).fetchall()]
+
+
+def drop_reindex_leftovers(conn: psycopg.Connection, target: Reindex, log) -> list[str]:
+    """Drop (concurrently, one by one) what an interrupted REINDEX CONCURRENTLY of `target` left."""
+    dropped = reindex_leftovers(conn, target)
+    for name in dropped:
+        log(f"dropping INVALID index {name} left by an interrupted REINDEX CONCURRENTLY; the statement runs again")
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(name)))
+    return dropped

@@ -12,7 +12,7 @@ import psycopg
 from pglast import ast, parse_sql
 from pglast.visitors import Visitor
 
-from hrms_pipelines.migrations import concurrent
+from hrms_pipelines.migrations import bounds, concurrent
 from hrms_pipelines.migrations.files import Migration, MigrationError, MigrationFile, Statement
 
 DEFAULT_LOCK_TIMEOUT = "10s"
@@ -21,8 +21,14 @@ DEFAULT_STATEMENT_TIMEOUT = "30s"
 
 @dataclass
 class Timeouts:
+    """The runner's lock and statement timeouts, each within its bound (migrations.bounds)."""
+
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        bounds.LOCK_TIMEOUT.check(self.lock_timeout)
+        bounds.STATEMENT_TIMEOUT.check(self.statement_timeout)
 
 
 class _RelationNames(Visitor):
@@ -102,10 +108,14 @@ def execute_file(conn: psycopg.Connection, migration_file: MigrationFile, timeou
                     "`-- hrms:non-transactional` if it must manage transactions itself."
                 )
     builds: list[concurrent.IndexBuild] = []
+    reindexes: list[concurrent.Reindex] = []
     for statement in statements:
         build = concurrent.index_build(statement)
         if build is not None:
             builds.append(build)
+        target = concurrent.reindex(statement) if not transactional else None
+        if target is not None:
+            reindexes.append(target)
 
         def run(statement=statement) -> None:
             if not transactional:
@@ -115,18 +125,29 @@ def execute_file(conn: psycopg.Connection, migration_file: MigrationFile, timeou
         try:
             if build is not None and build.concurrent and not transactional:
                 build_concurrently(conn, migration_file, statement, build, run, observer, log, timeouts)
+            elif target is not None:
+                set_session_timeouts(conn, timeouts)
+                concurrent.drop_reindex_leftovers(conn, target, log)
+                observer.statement(conn, migration_file, statement, run, transactional=False)
             else:
                 observer.statement(conn, migration_file, statement, run, transactional=transactional)
         except psycopg.Error as exc:
             message = _describe_error(exc, migration_file, statement, timeouts)
             if build is not None and build.concurrent and not transactional:
                 message += _clean_up_after_failed_build(conn, build, log)
+            elif target is not None:
+                message += _clean_up_after_failed_reindex(conn, target, log)
             raise MigrationError(message) from exc
     if not transactional and (invalid := concurrent.invalid_among(conn, builds)):
         raise MigrationError(
             f"{migration_file.path}: INVALID index(es) {', '.join(invalid)} after the file ran: a concurrent build did "
             "not finish. The ledger row is not written; run the migration again (the runner drops an INVALID "
             "index of the file and builds it again).")
+    if leftovers := [name for target in reindexes for name in concurrent.reindex_leftovers(conn, target)]:
+        raise MigrationError(
+            f"{migration_file.path}: INVALID index(es) {', '.join(leftovers)} after the file ran: a REINDEX CONCURRENTLY "
+            "did not finish. The ledger row is not written; run the migration again (the runner drops them and "
+            "reindexes again).")
 
 
 def build_concurrently(conn, migration_file, statement, build, run, observer, log, timeouts) -> None:
@@ -157,6 +178,20 @@ def _clean_up_after_failed_build(conn: psycopg.Connection, build: concurrent.Ind
     except psycopg.Error:
         return f"\nThe INVALID index {build.name} it may have left is dropped and built again by the next run."
     return f"\nThe INVALID index {dropped} it left was dropped." if dropped else ""
+
+
+def _clean_up_after_failed_reindex(conn: psycopg.Connection, target: concurrent.Reindex, log) -> str:
+    """After a failed REINDEX CONCURRENTLY on a live connection, drop the `_ccnew`/`_ccold` it left (each
+    costs every write on the table). Best effort: the next run does it otherwise."""
+    if conn.closed:
+        return "\nThe connection was lost: the next run drops the INVALID _ccnew/_ccold index it may have left."
+    try:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        dropped = concurrent.drop_reindex_leftovers(conn, target, log)
+    except psycopg.Error:
+        return "\nThe INVALID _ccnew/_ccold index it may have left is dropped by the next run."
+    return f"\nThe INVALID index(es) {', '.join(dropped)} it left were dropped." if dropped else ""
 
 
 def set_session_timeouts(conn: psycopg.Connection, timeouts: Timeouts) -> None:

@@ -18,7 +18,7 @@ import dagster as dg
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
-from hrms_pipelines.migrations import files, gate, runner
+from hrms_pipelines.migrations import bounds, files, gate, runner
 from hrms_pipelines.migrations.trace import TraceError
 from hrms_pipelines.resources import MIGRATOR, HrmsDatabase
 from hrms_pipelines.errors import error_boundary
@@ -32,11 +32,11 @@ class ApplyMigrationsConfig(dg.Config):
     app: str | None = None
     """Only this app's pending migrations (and the ones of other apps they depend on)."""
     lock_timeout: str = runner.DEFAULT_LOCK_TIMEOUT
-    """How long a statement may wait for a lock before it fails (PostgreSQL interval)."""
+    """How long a statement may wait for a lock before it fails (e.g. 10s; more than 0, at most 10min)."""
     statement_timeout: str = runner.DEFAULT_STATEMENT_TIMEOUT
-    """How long a single statement may run (raise it for a known long migration)."""
+    """How long a single statement may run (raise it for a known long migration; at most 12h)."""
     runner_wait: str = runner.DEFAULT_RUNNER_WAIT
-    """How long to wait for another migration run to finish before failing."""
+    """How long to wait for another migration run to finish before failing (0 to 1h)."""
     strict: bool = False
     """Refuse pending migrations with WARNING findings too, not only DANGER."""
 
@@ -53,6 +53,15 @@ def _migrations() -> list[files.Migration]:
     return files.discover(settings.migrations_dir())
 
 
+def _check_knobs(lock_timeout: str, statement_timeout: str, runner_wait: str) -> None:
+    """Refuse, before anything runs, a timeout or wait past its bound (migrations.bounds), naming the limit."""
+    try:
+        runner.Timeouts(lock_timeout, statement_timeout)
+        bounds.RUNNER_WAIT.check(runner_wait)
+    except bounds.KnobError as exc:
+        raise dg.Failure(str(exc)) from exc
+
+
 def _by_label(migrations: list[files.Migration], labels: list[str]) -> list[files.Migration]:
     wanted = set(labels)
     return [m for m in migrations if m.label in wanted]
@@ -61,6 +70,7 @@ def _by_label(migrations: list[files.Migration], labels: list[str]) -> list[file
 @dg.op(description="List the pending migrations in dependency order; refuse when an applied file changed.")
 @error_boundary
 def plan_migrations(context: dg.OpExecutionContext, config: ApplyMigrationsConfig, hrms_db: HrmsDatabase) -> MigrationPlan:
+    _check_knobs(config.lock_timeout, config.statement_timeout, config.runner_wait)
     migrations = _migrations()
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         ledger = runner.read_ledger(conn)
@@ -160,6 +170,7 @@ class RevertMigrationsConfig(dg.Config):
 @dg.op(description="Revert applied migrations newer than the target, newest first, with their down files.", pool=settings.WRITER_POOL)
 @transient_retries
 def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsConfig, hrms_db: HrmsDatabase) -> str:
+    _check_knobs(config.lock_timeout, config.statement_timeout, config.runner_wait)
     migrations = _migrations()
     timeouts = runner.Timeouts(config.lock_timeout, config.statement_timeout)
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:

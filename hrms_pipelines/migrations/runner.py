@@ -38,8 +38,8 @@ from hrms_pipelines.migrations.files import Migration, MigrationError, check_app
 LEDGER = f"{settings.META_SCHEMA}.migration_ledger"
 DEFAULT_RUNNER_WAIT = "5min"
 
+LEDGER_SCHEMA_DDL = f"CREATE SCHEMA IF NOT EXISTS {settings.META_SCHEMA}"
 LEDGER_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS {settings.META_SCHEMA};
 CREATE TABLE IF NOT EXISTS {LEDGER} (
     app          text        NOT NULL,
     version      text        NOT NULL CHECK (version ~ '^[0-9]{{4}}$'),
@@ -101,7 +101,11 @@ class VerifyReport:
 
 
 def ensure_ledger(conn: psycopg.Connection) -> None:
+    """The ledger table; its schema only when missing (CREATE SCHEMA needs CREATE on the database, even
+    with IF NOT EXISTS, which the migrator does not need once the administrator made hrms_meta)."""
     with conn.transaction():
+        if conn.execute("SELECT to_regnamespace(%s) IS NULL", [settings.META_SCHEMA]).fetchone()[0]:
+            conn.execute(LEDGER_SCHEMA_DDL)
         conn.execute(LEDGER_DDL)
 
 

@@ -232,17 +232,21 @@ def analyze_paths(
 
     roots: dict[Path, set[tuple[str, str]] | None] = {}
     scripts: list[Path] = []
-    for raw in paths or [migrations_dir]:
-        path = Path(raw).resolve()
+    resolved = [(raw, Path(raw).resolve()) for raw in paths or [migrations_dir]]
+    for raw, path in resolved:
         if not path.exists():
             raise UsageError(f"{raw}: no such file or folder")
-        if path == migrations_dir:
+    # The migrations folders: the configured one, and any folder given that is laid out as one. A file or
+    # an app folder anywhere else is linted on its own (like squawk): the folders around it are never scanned.
+    layouts = {migrations_dir} | {path for _, path in resolved if path.is_dir() and any(
+        d.is_dir() and _migration_root(d) == path for d in path.iterdir())}
+    for raw, path in resolved:
+        if path in layouts:
             roots[path] = None
             continue
         root = _migration_root(path)
-        if root is None and path.is_dir() and any(d.is_dir() and _migration_root(d) == path for d in path.iterdir()):
-            roots[path] = None
-            continue
+        if root not in layouts:
+            root = None
         if root is None:
             scripts.extend(sorted(path.rglob("*.sql")) if path.is_dir() else [path])
             continue

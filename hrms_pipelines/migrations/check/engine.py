@@ -170,7 +170,7 @@ def analyze_text(
         sizes=sizes, new_tables=set(new_tables or ()), catalog=catalog,
         in_transaction=mode == RUNNER_TRANSACTIONAL,
         lock_timeout=mode != STANDALONE, statement_timeout=mode != STANDALONE,
-        runner_transaction=mode == RUNNER_TRANSACTIONAL,
+        runner_transaction=mode == RUNNER_TRANSACTIONAL, down=down,
     )
     dispatch = rule_registry.BY_NODE_TYPE
     everywhere = rule_registry.EVERY_STATEMENT

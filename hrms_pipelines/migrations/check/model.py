@@ -123,6 +123,7 @@ class FileState:
     reported: set[str] = field(default_factory=set)  # report-once rules already reported
     # prefer-robust-stmts: constraint names dropped (IF EXISTS) in this file, and whether re-added since
     dropped_constraints: dict[str, bool] = field(default_factory=dict)
+    down: bool = False  # a down file: it undoes what its up file made (a trigger it created, a grant it revoked)
 
     def is_new(self, table: str) -> bool:
         return table in self.new_tables or table.rsplit(".", 1)[-1] in self.new_tables

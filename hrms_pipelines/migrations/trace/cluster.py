@@ -7,6 +7,12 @@ lives there: it lives on a cluster of our own, started from the embedded-postgre
 (hrms_pipelines.roles), carry the target's table sizes over with pg_restore_relation_stats, and
 drop it afterwards. The migrations themselves run there as the migrator role, like everywhere else.
 
+Nothing a migration made ever runs with more rights than the migrator's: the dump is restored and
+the ledger copied by a real login of the migrator role (never `SET ROLE` from a superuser, which
+would leave triggers and functions a superuser session to escape to), and every superuser session
+here pins its search_path to pg_catalog, pg_temp (a schema named like the superuser, an operator
+`<>(oid, regrole)`, a function shadowing pg_catalog's is never resolved by it).
+
 Schemas rebuilt once are kept as template databases (`hrms_trace_tpl_<fingerprint>`: the schema
 only, no rows), so the next rehearsal of the same schema is a CREATE DATABASE ... TEMPLATE away.
 """
@@ -64,7 +70,10 @@ class ScratchCluster:
 
     @contextmanager
     def admin(self, database: str = "postgres") -> Iterator[psycopg.Connection]:
+        """The scratch cluster's superuser, its search_path pinned (roles.pin_search_path): a scratch
+        database holds whatever the migrations made, and none of it may run with these rights."""
         with psycopg.connect(self.url(database), autocommit=True) as conn:
+            roles.pin_search_path(conn)
             yield conn
 
     # -- databases -------------------------------------------------------------------------------

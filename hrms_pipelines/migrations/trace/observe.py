@@ -9,10 +9,14 @@ A statement the runner runs alone (autocommit, in a non-transactional file) woul
 before anyone could look, so the trace runs it in BEGIN ... COMMIT, which PostgreSQL treats the same
 way for locking. A statement that cannot run in a transaction block (CREATE INDEX CONCURRENTLY,
 DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, DETACH PARTITION CONCURRENTLY, VACUUM) runs exactly as
-the runner runs it, outside any transaction, while a probe session (the scratch cluster's superuser)
-holds a ROW EXCLUSIVE lock on the tables it names: the statement takes its own lock, then waits for
-the probe (CONCURRENTLY waits for every writer) or asks for a lock the probe conflicts with, and the
-probe reads its backend's pg_locks before letting it go.
+the runner runs it, outside any transaction, while a probe session (the scratch cluster's superuser,
+its search_path pinned) holds a lock on the tables it names that the statement must wait for: ROW
+EXCLUSIVE, which every CONCURRENTLY command waits for at its first wait point (after taking its own
+locks), or, for VACUUM and ANALYZE, which wait for no writer, SHARE UPDATE EXCLUSIVE, which their own
+lock request conflicts with. The statement is then held there by the probe for as long as the probe
+wants: no clock decides. Once pg_locks shows the statement waiting, the probe reads its backend's locks
+once more (nothing it took before the wait can have gone: it is stuck), then lets it go and keeps
+reading until it ends.
 """
 
 from __future__ import annotations
@@ -65,11 +69,14 @@ COMMITTED_FILES = "SELECT oid::bigint, relfilenode::bigint FROM pg_class WHERE o
 # after four billion objects, which a scratch cluster never sees), so everything created later has a
 # larger OID than every relation there was. A rewrite keeps the OID (it changes the relfilenode).
 NEWEST_OID = "SELECT coalesce(max(oid)::bigint, 0) FROM pg_class"
+# Every lock of the statement's backend, from one read of the lock manager: the relation locks, and
+# whether it waits for any lock (a relation, or another transaction: CONCURRENTLY's wait for writers).
 PROBE_LOCKS = """
-SELECT l.relation::bigint, l.mode, l.granted, coalesce(n.nspname || '.' || c.relname, 'oid ' || l.relation), c.relkind::text,
-       greatest(c.reltuples, 0)::bigint
+SELECT l.locktype = 'relation' AND l.relation >= %s AND coalesce(n.nspname, '') <> 'pg_toast',
+       l.relation::bigint, l.mode, l.granted, coalesce(n.nspname || '.' || c.relname, 'oid ' || l.relation),
+       c.relkind::text, greatest(c.reltuples, 0)::bigint
 FROM pg_locks l LEFT JOIN pg_class c ON c.oid = l.relation LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE l.pid = %s AND l.locktype = 'relation' AND l.relation >= %s AND coalesce(n.nspname, '') <> 'pg_toast'
+WHERE l.pid = %s
 """
 PROBE_TABLES = """
 SELECT DISTINCT coalesce(i.indrelid, c.oid)::regclass::text
@@ -79,8 +86,9 @@ WHERE c.relkind IN ('r', 'p', 'i', 'I', 'm')
 """
 
 KINDS = {"r": "table", "p": "partitioned table", "i": "index", "I": "partitioned index", "m": "materialized view"}
-PROBE_HOLD_SECONDS = 2.0  # the longest the probe holds its lock when the statement neither waits nor ends
-PROBE_START_SECONDS = 30.0  # the longest it waits for the statement to start at all
+# Only a safety net against a statement that waits for something else than the probe (nothing else runs on
+# the scratch cluster): the probe lets go as soon as the statement waits for it, however long that takes.
+PROBE_WAIT_SECONDS = 600.0
 
 
 class TraceObserver(execute.Observer):
@@ -210,26 +218,24 @@ class TraceObserver(execute.Observer):
                 errors.append(exc)
 
         held_for = 0.0
+        mode = _probe_mode(text)
         self.probe.execute("BEGIN")
         try:
             for table in tables:
-                self.probe.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.SQL(table)))
+                self.probe.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.SQL(table), sql.SQL(mode)))
             worker = threading.Thread(target=work, name="hrms-trace-statement")
             started = time.perf_counter()
             worker.start()
-            begun = None  # when the statement's backend was first seen holding a lock (it has started)
             while worker.is_alive():
-                waiting = self._sample(pid, seen)
-                now = time.perf_counter()
-                held_for = now - started
-                if begun is None and self.probe.execute("SELECT EXISTS (SELECT FROM pg_locks WHERE pid = %s)",
-                                                        [pid]).fetchone()[0]:
-                    begun = now
-                # The hold counts from the statement's start: on a busy machine the runner's thread may
-                # take a while to send it, and a probe that let go first would see none of its locks.
-                if waiting or (begun is not None and now - begun > PROBE_HOLD_SECONDS) or held_for > PROBE_START_SECONDS:
+                if self._sample(pid, seen):
+                    # Stuck behind the probe until it lets go: a second read sees every lock taken before the
+                    # wait (the first one may have read the fast-path locks just before the last was taken).
+                    self._sample(pid, seen)
+                    break
+                if time.perf_counter() - started > PROBE_WAIT_SECONDS:
                     break
                 time.sleep(0.001)
+            held_for = time.perf_counter() - started
         finally:
             self.probe.execute("COMMIT")  # the statement goes on
         while worker.is_alive():
@@ -257,16 +263,17 @@ class TraceObserver(execute.Observer):
         trace.created_indexes = sorted((name, bool(valid)) for name, valid in created)
 
     def _sample(self, pid: int, seen: dict) -> bool:
-        """Record the statement's relation locks (held, or asked for); True when it waits for one."""
+        """Record the statement's relation locks (held, or asked for), from one read of pg_locks; True when
+        that same read shows it waiting for a lock."""
         waiting = False
-        for oid, mode, granted, name, kind, rows in self.probe.execute(PROBE_LOCKS, [pid, FIRST_NORMAL_OID]).fetchall():
+        for relation, oid, mode, granted, name, kind, rows in self.probe.execute(
+                PROBE_LOCKS, [FIRST_NORMAL_OID, pid]).fetchall():
+            waiting = waiting or not granted
+            if not relation:
+                continue
             key = (oid, mode)
             if key not in seen or (granted and not seen[key][2]):
                 seen[key] = (name, kind or "", granted, rows)
-            waiting = waiting or not granted
-        if not waiting:
-            waiting = bool(self.probe.execute(
-                "SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [pid]).fetchone())
         return waiting
 
 
@@ -280,6 +287,18 @@ class _Transaction:
         self.locks: set[tuple[int, str]] = set()
         self.indexes: set[int] = set()
         self.constraints: set[int] = set()
+
+
+def _probe_mode(text: str) -> str:
+    """The lock the probe holds so that the statement must wait for it: VACUUM and ANALYZE wait for no
+    writer, so the probe takes the lock their own request conflicts with; every CONCURRENTLY command
+    waits for the writers (ROW EXCLUSIVE) after taking its locks."""
+    try:
+        tree = json.loads(pg_parser.parse_sql_json(text))
+    except pg_parser.ParseError:
+        return "ROW EXCLUSIVE"
+    kinds = {next(iter(raw["stmt"])) for raw in tree.get("stmts", ())}
+    return "SHARE UPDATE EXCLUSIVE" if "VacuumStmt" in kinds else "ROW EXCLUSIVE"
 
 
 def _named_relations(text: str) -> list[str]:

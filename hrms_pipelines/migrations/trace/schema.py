@@ -9,6 +9,8 @@ Two ways, both ending in a template database on the scratch cluster:
   and ledger schemas are dumped; no rows, no privileges, no statistics: PostgreSQL 18's pg_dump can
   carry column statistics too, but their most-common values would copy salaries and e-mail addresses
   out of the HR database. The size picture comes from pg_class instead (reltuples, relpages).
+  psql logs in as the migrator (not the superuser behind `SET ROLE`), so a function or trigger in the
+  dump never runs with more rights than the migrator has on the target.
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def from_dump(cluster: ScratchCluster, target: Target, notes: list[str]) -> str:
                 conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
                     sql.Identifier(name), sql.Identifier(schema if schema not in (settings.HR_SCHEMA, settings.META_SCHEMA)
                                                          else "public")))
-        errors = _restore(cluster.url(building), text)
+            existing = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+        errors = _restore(cluster.url(building, roles.MIGRATOR.role), _without_existing_schemas(text, existing))
         if errors:
             notes.append(f"{len(errors)} statement(s) of the target's schema did not restore on the scratch cluster "
                          f"(first: {errors[0]})")
@@ -174,19 +177,28 @@ def from_dump(cluster: ScratchCluster, target: Target, notes: list[str]) -> str:
         raise
 
 
+def _without_existing_schemas(text: str, existing: set[str]) -> str:
+    """The dump without its `CREATE SCHEMA x;` for schemas the scratch database has already (made by
+    the administrator there, as a deployment may): the migrator needs no CREATE on the database then."""
+    drop = {f"CREATE SCHEMA {sql.Identifier(name).as_string(None)};" for name in existing}
+    drop |= {f"CREATE SCHEMA {name};" for name in existing}
+    return "\n".join(line for line in text.splitlines() if line.strip() not in drop) + "\n"
+
+
 def _restore(url: str, text: str) -> list[str]:
-    """Run the dump with psql as the migrator (objects owned by it, as on the target); the errors."""
-    script = f"SET ROLE {roles.MIGRATOR.role};\n" + text
+    """Run the dump with psql logged in as the migrator (objects owned by it, as on the target; what
+    the dump's statements call runs with the migrator's rights only); the errors."""
     command = [_client("psql"), "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=0", "--dbname", url]
-    done = subprocess.run(command, input=script, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, input=text, capture_output=True, text=True, timeout=600)
     return [line.split("ERROR:", 1)[1].strip() for line in done.stderr.splitlines() if "ERROR:" in line]
 
 
 def copy_ledger(cluster: ScratchCluster, database: str, ledger: dict) -> None:
-    """The target's ledger rows into the scratch database's ledger (the runner plans from them)."""
+    """The target's ledger rows into the scratch database's ledger (the runner plans from them), written
+    by a login of the migrator: a trigger a migration put on the ledger fires with its rights only."""
     if not ledger:
         return
-    with cluster.admin(database) as conn:
+    with psycopg.connect(cluster.url(database, roles.MIGRATOR.role), autocommit=True) as conn:
         runner.ensure_ledger(conn)
         with conn.cursor() as cursor:
             cursor.executemany(

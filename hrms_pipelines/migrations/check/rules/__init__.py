@@ -14,14 +14,20 @@ from hrms_pipelines.migrations.check.rules import (
     ban_alter_system,
     ban_concurrent_index_creation_in_transaction,
     ban_copy_program,
+    ban_create_operator,
+    ban_create_schema,
     ban_create_domain_with_constraint,
+    ban_disabling_protected_triggers,
     ban_drop_column,
     ban_drop_database,
     ban_drop_not_null,
     ban_drop_table,
+    ban_grant_on_audit_log,
     ban_grant_role_membership,
     ban_grant_to_public,
     ban_role_escalation,
+    ban_session_replication_role,
+    ban_sql_in_strings,
     ban_truncate,
     ban_truncate_cascade,
     ban_unlisted_extension,
@@ -67,6 +73,9 @@ STATEMENT_RULES: list[Rule] = [
         ban_copy_program, ban_role_escalation, ban_grant_role_membership, ban_grant_to_public, ban_alter_system,
         require_security_definer_search_path, ban_unlisted_extension, ban_widening_default_privileges,
         dynamic_sql,
+        # issue 17: shadowing pg_catalog, unreadable dynamic SQL (above, now DANGER), the audit log's guards
+        ban_create_schema, ban_create_operator, ban_disabling_protected_triggers, ban_session_replication_role,
+        ban_grant_on_audit_log, ban_sql_in_strings,
     )
 ]
 # Found by rehearsing migrations on a real PostgreSQL (trace mode), not by parsing: no static check.

@@ -9,12 +9,15 @@ dynamic statement is reconstructed when its text is built from constants the ana
 
 - a string literal: `EXECUTE 'GRANT ...'`;
 - `format('<template>', ...)`: `%I` becomes an identifier, `%L` a literal, `%s` the argument when
-  it is a constant, else RUNTIME_VALUE;
-- concatenations `'...' || var || '...'`, `quote_ident(...)`, `quote_literal(...)`: variables become
-  RUNTIME_VALUE.
+  it is a constant, RUNTIME_IDENT when it is a variable declared with a type whose text cannot
+  change the statement (regclass, an integer: SAFE_TYPES), else RUNTIME_VALUE;
+- concatenations `'...' || var || '...'`, `concat(...)`, `quote_ident(...)`, `quote_literal(...)`:
+  variables become RUNTIME_VALUE (or RUNTIME_IDENT, typed as above).
 
-What cannot be reconstructed (a variable holding the whole statement, a template that does not parse
-once its values are stand-ins) is opaque: the dynamic-sql rule says so.
+RUNTIME_VALUE in a reconstructed statement is text spliced in raw at run time: it may be any SQL. What
+cannot be reconstructed at all (a variable holding the whole statement, `convert_from(decode(...))`,
+a template that does not parse once its values are stand-ins) is opaque. The dynamic-sql rule
+refuses both.
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ RUNTIME_VALUE = "hrms_runtime_value"
 RUNTIME_IDENT = "hrms_runtime_ident"
 RUNTIME_LITERAL = "'hrms_runtime_literal'"
 
+# Variables of these types print as a quoted name or a number: spliced in with `%s` or `||`, they
+# cannot turn into another statement. Each with the stand-in the reconstructed statement gets.
+_NAME_TYPES = ("regclass", "regproc", "regprocedure", "regnamespace", "regrole", "regtype", "regoper", "regoperator",
+               "regcollation", "regconfig", "regdictionary")
+_NUMBER_TYPES = ("oid", "int2", "int4", "int8", "smallint", "integer", "int", "bigint", "numeric")
+SAFE_TYPES = {**dict.fromkeys(_NAME_TYPES, "hrms_runtime_ident"), **dict.fromkeys(_NUMBER_TYPES, "0"),
+              "bool": "true", "boolean": "true"}
+# A text loop variable filled only by `FOR v IN SELECT f(...) ...` where f returns a name PostgreSQL has
+# quoted itself is as safe as a regclass.
+QUOTING_FUNCTIONS = frozenset({"quote_ident", "pg_get_serial_sequence"})
+
 _FORMAT_SPEC = re.compile(r"%(?:(\d+)\$)?-?(?:\d+|\*(?:\d+\$)?)?([sIL%])")
 
 
@@ -44,6 +58,7 @@ class Inner:
     sql: str | None  # the statement's text (dynamic: reconstructed); None when opaque
     shown: str  # how the statement reads in the source (for messages)
     statements: list = field(default_factory=list)  # [(kind, node)] parsed from `sql`; empty when it does not parse
+    spliced: bool = False  # dynamic: raw run-time text (`%s` or `||` of a variable) spliced into the statement
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,7 +140,20 @@ def _function(expr: dict) -> tuple[str, list[dict]] | None:
     return (names[-1].lower() if names else ""), call.get("args", [])
 
 
-def _format(template: str, args: list[dict]) -> str:
+def _variable(expr: dict) -> str | None:
+    fields = expr.get("ColumnRef", {}).get("fields", ())
+    if len(fields) == 1 and "String" in fields[0]:
+        return fields[0]["String"]["sval"]
+    return None
+
+
+def _runtime(expr: dict | None, safe: dict[str, str]) -> str:
+    """The stand-in for a value only known at run time: a name or a number for a variable of a safe type."""
+    name = _variable(expr or {})
+    return safe.get(name, RUNTIME_VALUE) if name is not None else RUNTIME_VALUE
+
+
+def _format(template: str, args: list[dict], safe: dict[str, str]) -> str:
     position = 0
 
     def replace(match: re.Match) -> str:
@@ -140,50 +168,53 @@ def _format(template: str, args: list[dict]) -> str:
         if kind == "L":
             return RUNTIME_LITERAL
         value = _constant(args[index]) if index < len(args) else None
-        return value if value is not None else RUNTIME_VALUE
+        return value if value is not None else _runtime(args[index] if index < len(args) else None, safe)
 
     return _FORMAT_SPEC.sub(replace, template)
 
 
-def reconstruct(expr: dict | None) -> str | None:
+def reconstruct(expr: dict | None, safe: dict[str, str] | None = None) -> str | None:
     """The text of a string expression with run-time values as stand-ins; None when the expression
-    is not built from parts the analyzer can read (a variable holding the whole statement)."""
+    is not built from parts the analyzer can read (a variable holding the whole statement). `safe`:
+    the variables declared with a SAFE_TYPES type, with their stand-in."""
+    safe = safe or {}
     if not expr:
         return None
     constant = _constant(expr)
     if constant is not None:
         return constant
     if "TypeCast" in expr:
-        return reconstruct(expr["TypeCast"].get("arg"))
+        return reconstruct(expr["TypeCast"].get("arg"), safe)
     if "A_Expr" in expr:
         body = expr["A_Expr"]
         if [n.get("String", {}).get("sval") for n in body.get("name", ())] == ["||"]:
-            left, right = _part(body.get("lexpr")), _part(body.get("rexpr"))
+            left, right = _part(body.get("lexpr"), safe), _part(body.get("rexpr"), safe)
             return None if left is None or right is None else left + right
         return None
     function = _function(expr)
     if function:
         name, args = function
         if name == "format" and args and _constant(args[0]) is not None:
-            return _format(_constant(args[0]), args[1:])
+            return _format(_constant(args[0]), args[1:], safe)
         if name == "concat":
-            parts = [_part(a) for a in args]
+            parts = [_part(a, safe) for a in args]
             return None if any(p is None for p in parts) else "".join(parts)
     return None
 
 
-def _part(expr: dict | None) -> str | None:
+def _part(expr: dict | None, safe: dict[str, str] | None = None) -> str | None:
     """A piece of a concatenation: like `reconstruct`, but a variable is a run-time value."""
+    safe = safe or {}
     if not expr:
         return None
     if "ColumnRef" in expr or "ParamRef" in expr:
-        return RUNTIME_VALUE
+        return _runtime(expr, safe)
     function = _function(expr)
     if function and function[0] == "quote_ident":
         return RUNTIME_IDENT
     if function and function[0] in ("quote_literal", "quote_nullable"):
         return RUNTIME_LITERAL
-    return reconstruct(expr)
+    return reconstruct(expr, safe)
 
 
 def _parse(sql: str) -> list[tuple[str, dict]]:
@@ -217,6 +248,13 @@ def _walk(node, found: list) -> None:
             query = value.get("sqlstmt", {}).get("PLpgSQL_expr", {}).get("query")
             if query:
                 found.append((value.get("lineno", 1), False, query))
+        elif key in ("PLpgSQL_stmt_perform", "PLpgSQL_stmt_assign") and isinstance(value, dict):
+            # PERFORM f(...) / v := f(...): a function call is a statement too (set_config, ...)
+            query = value.get("expr", {}).get("PLpgSQL_expr", {}).get("query", "")
+            if key == "PLpgSQL_stmt_assign":
+                query = "SELECT " + query.split(":=", 1)[-1] if ":=" in query else ""
+            if query:
+                found.append((value.get("lineno", 1), False, query))
         elif key in _DYNAMIC and isinstance(value, dict) and _DYNAMIC[key] in value:
             query = value[_DYNAMIC[key]].get("PLpgSQL_expr", {}).get("query")
             if query:
@@ -224,7 +262,63 @@ def _walk(node, found: list) -> None:
         _walk(value, found)
 
 
-def _plpgsql_statements(stmt, body: str, source) -> list[tuple[int, bool, str]] | None:
+def _nodes(node, key: str):
+    """Every value under `key` anywhere in a parse tree."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _nodes(item, key)
+    elif isinstance(node, dict):
+        for k, value in node.items():
+            if k == key:
+                yield value
+            yield from _nodes(value, key)
+
+
+def _quoting_format(name: str, args: list[dict]) -> bool:
+    """format('<template>', ...) whose template quotes every value (%I, %L): its result is names and literals."""
+    template = _constant(args[0]) if name == "format" and args else None
+    return template is not None and all(m.group(2) in "IL%" for m in _FORMAT_SPEC.finditer(template)) \
+        and not _FORMAT_SPEC.sub("", template).strip(". ")
+
+
+def _quoting_loops(tree) -> dict[int, bool]:
+    """varno -> whether every FOR loop filling that variable selects one quoting function's result."""
+    out: dict[int, bool] = {}
+    for loop in _nodes(tree, "PLpgSQL_stmt_fors"):
+        fields = loop.get("var", {}).get("PLpgSQL_row", {}).get("fields", ())
+        query = loop.get("query", {}).get("PLpgSQL_expr", {}).get("query", "")
+        quoted = False
+        parsed = _parse(query)
+        if len(fields) == 1 and len(parsed) == 1 and parsed[0][0] == "SelectStmt":
+            targets = parsed[0][1].get("targetList", ())
+            if len(targets) == 1:
+                function = _function(targets[0].get("ResTarget", {}).get("val", {}))
+                quoted = bool(function) and (function[0] in QUOTING_FUNCTIONS or _quoting_format(*function))
+        for f in fields:
+            out[f["varno"]] = out.get(f["varno"], True) and quoted
+    return out
+
+
+def _safe_variables(tree) -> dict[str, str]:
+    """The variables of a PL/pgSQL function whose text cannot change a statement it is spliced into
+    (declared with a SAFE_TYPES type, or a text only ever filled by a quoting loop), with their stand-in."""
+    safe: dict[str, str] = {}
+    loops = _quoting_loops(tree)
+    assigned = {a.get("varno") for a in _nodes(tree, "PLpgSQL_stmt_assign")}
+    for function in tree if isinstance(tree, list) else [tree]:
+        for varno, datum in enumerate(function.get("PLpgSQL_function", {}).get("datums", ())):
+            var = datum.get("PLpgSQL_var")
+            if not var:
+                continue
+            typname = var.get("datatype", {}).get("PLpgSQL_type", {}).get("typname", "").lower()
+            if typname in SAFE_TYPES:
+                safe[var.get("refname", "")] = SAFE_TYPES[typname]
+            elif loops.get(varno) and varno not in assigned and "default_val" not in var:
+                safe[var.get("refname", "")] = RUNTIME_IDENT
+    return safe
+
+
+def _plpgsql_statements(stmt, body: str, source) -> tuple[list[tuple[int, bool, str]], dict[str, str]] | None:
     if stmt.kind == "DoStmt":
         tag = "$hrms_do$"
         while tag in body:
@@ -239,7 +333,7 @@ def _plpgsql_statements(stmt, body: str, source) -> list[tuple[int, bool, str]] 
         return None  # PostgreSQL will refuse the body itself
     found: list = []
     _walk(tree, found)
-    return found
+    return found, _safe_variables(tree)
 
 
 def context_of(stmt) -> str:
@@ -269,16 +363,18 @@ def inner_statements(stmt, lines) -> list[Inner]:
         return out
     if language != "plpgsql":
         return []
-    for lineno, dynamic, query in _plpgsql_statements(stmt, body, source) or ():
+    found, safe = _plpgsql_statements(stmt, body, source) or ([], {})
+    for lineno, dynamic, query in found:
         offset = _line_offset(lines, first_line + lineno - 1)
         if not dynamic:
             out.append(Inner(offset=offset, context=context, dynamic=False, sql=query, shown=_shown(query),
                              statements=_parse(query)))
             continue
-        text = reconstruct(_expression(query))
+        text = reconstruct(_expression(query), safe)
         statements = _parse(text) if text is not None else []
         out.append(Inner(offset=offset, context=context, dynamic=True, sql=text if statements else None,
-                         shown=_shown("EXECUTE " + query), statements=statements))
+                         shown=_shown("EXECUTE " + query), statements=statements,
+                         spliced=text is not None and RUNTIME_VALUE in text))
     return out
 
 
