@@ -281,5 +281,24 @@ def test_registry_lists_the_builtins_and_refuses_unknown_or_duplicate_names():
         own.backfill("x_one", table="employees_employee", description="d", pending=None)(lambda batch: 0)
     with pytest.raises(ValueError, match="lower_snake_case"):
         own.backfill("Bad Name", table="employees_employee", description="d", pending=None)(lambda batch: 0)
-    with pytest.raises(BackfillError, match="batch_size must be at least 1"):
+    with pytest.raises(BackfillError, match=r"batch_size must be between 1 and 1,000,000 \(got 0\)"):
         Options(batch_size=0).validate()
+
+
+@pytest.mark.parametrize(("knob", "value", "limit"), [
+    ("sleep_seconds", 86_400.0, "between 0 and 60"),
+    ("batch_size", 5_000_000, "between 1 and 1,000,000"),
+    ("target_batch_ms", 60_000, "between 1 and 10,000"),
+    ("statement_timeout", "1h", "between 0.001 s and 300 s"),
+    ("lock_timeout", "2min", "between 0.001 s and 60 s"),
+    ("max_busy_wait_seconds", 86_400.0, "between 0.1 and 3,600"),
+    ("max_runtime_seconds", 86_400.0, "between 1 and 43,200"),
+    ("max_retries", 1000, "between 0 and 20"),
+])
+def test_every_numeric_knob_has_a_bound_named_when_refused(knob, value, limit):
+    with pytest.raises(BackfillError, match=f"{knob} must be {limit}"):
+        Options(**{knob: value}).validate()
+    with pytest.raises(BackfillError, match="lock_timeout 'soon' is not a duration"):
+        Options(lock_timeout="soon").validate()
+    for backfill in registry:  # the registered defaults are within bounds
+        backfill.defaults.validate()
