@@ -86,9 +86,11 @@ def busy_reason(conn: psycopg.Connection, options: Options) -> str | None:
 
 
 def blocked_by_me(conn: psycopg.Connection) -> int:
-    """Sessions waiting right now on a lock this session holds (inside the batch's transaction)."""
+    """Sessions waiting right now on a lock this session holds (inside the batch's transaction).
+
+    Read from pg_locks, which is live: pg_stat_activity is a snapshot taken once per transaction."""
     return conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid() "
         "AND pg_backend_pid() = ANY (pg_blocking_pids(pid))").fetchone()[0]
 
 
