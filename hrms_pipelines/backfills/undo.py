@@ -17,7 +17,13 @@ resumable after a kill. One statement per batch decides, row by row:
               is restored too and the values it held are kept in the audit log (action 'undo');
     missing   the row is gone: reported.
 
-"Holds what the backfill wrote" compares every recorded column's text form, under the same pinned
+Column by column: only the columns the backfill changed in a row (recorded, and different before and
+after) count and go back; a row is "changed since" only when one of *those* changed since, so an
+application that edited another column of the row meanwhile does not stop its undo. `updated_at`
+(BOOKKEEPING) never counts, and goes back only where it still holds what the backfill wrote (nothing
+else changed the row); elsewhere the application's later time stays.
+
+"Holds what the backfill wrote" compares each counted column's text form, under the same pinned
 output formats as when it was recorded (capture.pin_formats), so session settings cannot fake a
 difference; values go back through their type's input (format_type of the column).
 
@@ -58,6 +64,8 @@ SAMPLES = 10
 PREVIEW_BATCH = 20
 """Recorded batches a dry run classifies per (read-only) statement."""
 IMAGES_TABLE = "core_backfillundo"
+BOOKKEEPING = frozenset({"updated_at"})
+"""Columns an application sets on every change of a row (see RestoreSql.bookkeeping)."""
 
 
 class UndoError(BackfillError):
@@ -149,19 +157,34 @@ class RestoreSql:
     def key(self) -> sql.Composable:
         return sql.Identifier(self.run.key)
 
-    def _each(self, template: str, joiner: str = ", ", **names: sql.Composable) -> sql.Composable:
+    @property
+    def bookkeeping(self) -> frozenset[str]:
+        """Recorded columns that say when a row changed rather than what it holds (BOOKKEEPING): they
+        never make a row count as changed since, and go back only where they still hold what the
+        backfill wrote (nothing else changed the row). All columns count when the run wrote only those."""
+        kept = BOOKKEEPING.intersection(self.columns)
+        return frozenset() if kept == set(self.columns) else frozenset(kept)
+
+    def _each(self, template: str, joiner: str = ", ", *, only: str = "all", **names: sql.Composable) -> sql.Composable:
         """`template` once per recorded column ({col}: the column, {name}: its name as a literal,
-        {r} {b} {a} {n}: its aliases: recorded?, before, after, now; {type}: its type), joined."""
+        {r} {b} {a} {n}: its aliases: recorded?, before, after, now; {type}: its type), joined;
+        `only`: "all", "data" (not bookkeeping) or "bookkeeping" columns."""
+        chosen = [(i, c) for i, c in enumerate(self.columns)
+                  if only == "all" or (c in self.bookkeeping) == (only == "bookkeeping")]
+        if not chosen:
+            return sql.SQL("true" if joiner.strip() == "AND" else "")
         return sql.SQL(joiner).join(
             sql.SQL(template).format(col=sql.Identifier(c), name=sql.Literal(c), type=self.shape.type_sql(c),
                                      r=sql.Identifier(f"r{i}"), b=sql.Identifier(f"b{i}"), a=sql.Identifier(f"a{i}"),
                                      n=sql.Identifier(f"n{i}"), **names)
-            for i, c in enumerate(self.columns))
+            for i, c in chosen)
 
     def _holds(self, row: str, image: str, merged: str) -> sql.Composable:
-        """Every recorded column of `row` holds, in its text form, the value `image` (b: before, a: after) of `merged`."""
-        return self._each("(NOT {m}.{r} OR {t}.{col}::text IS NOT DISTINCT FROM {m}." + "{" + image + "})", " AND ",
-                          m=sql.Identifier(merged), t=sql.Identifier(row))
+        """Every data column the backfill changed in `row` (recorded, before and after differ) holds, in
+        its text form, the value `image` (b: before, a: after) of `merged`. Columns it did not change
+        (whole-row capture) and bookkeeping columns (updated_at) do not count."""
+        return self._each("(NOT {m}.{r} OR {m}.{b} IS NOT DISTINCT FROM {m}.{a} OR {t}.{col}::text IS NOT DISTINCT FROM {m}."
+                          + "{" + image + "})", " AND ", only="data", m=sql.Identifier(merged), t=sql.Identifier(row))
 
     def candidates(self) -> sql.Composable:
         """CTEs _src (the recorded rows), _merged (one per row: its earliest before and latest after,
@@ -221,7 +244,13 @@ class RestoreSql:
                    coalesce(array_agg(c.row_key ORDER BY c.row_key) FILTER (WHERE c.state = 'missing'), '{{}}')
             FROM _cand c LEFT JOIN _restored r ON r.row_key = c.row_key""").format(
             candidates=self.candidates(), table=self.table, key=self.key,
-            assignments=self._each("{col} = CASE WHEN c.{r} THEN c.{b}::{type} ELSE t.{col} END"),
+            assignments=sql.SQL(", ").join(part for part in (
+                self._each("{col} = CASE WHEN c.{r} AND c.{b} IS DISTINCT FROM c.{a} THEN c.{b}::{type} ELSE t.{col} END",
+                           only="data"),
+                # a bookkeeping column goes back where it still holds what the backfill wrote, or when overwriting
+                self._each("{col} = CASE WHEN c.{r} AND c.{b} IS DISTINCT FROM c.{a} AND (c.state = 'changed' "
+                           "OR t.{col}::text IS NOT DISTINCT FROM c.{a}) THEN c.{b}::{type} ELSE t.{col} END",
+                           only="bookkeeping")) if part.as_string(None)),
             still_after=self._holds("t", "a", "c"), audit=sql.Identifier(settings.HR_SCHEMA, "core_auditlog"),
             now=self._image("n"), before=self._image("b"))
 
