@@ -4,7 +4,7 @@ A backfill is either
 - a Python function decorated with `registry.backfill(...)`: it names the table, the SQL predicate
   of rows that still need the change, and gets each batch (its key range, inside the batch's
   transaction) to change set-based, usually through `batch.update("col = expr")`; or
-- a declarative field backfill (`registry.field(...)`, see field.py): table, column, value and a
+- a declarative field backfill (`field.register(registry, ...)`, see field.py): table, column, value and a
   structured filter, checked against the live schema before it runs.
 
 Either way the engine (engine.py) owns the batching: keyset on the primary key, one short
@@ -18,16 +18,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from hrms_pipelines import settings
 
-if TYPE_CHECKING:
-    from hrms_pipelines.backfills.capture import Capture
-    from hrms_pipelines.backfills.field import FieldSpec
+
+class Recorder(Protocol):
+    """What keeps the before-images of a batch's changes (capture.Capture); defined here so that the
+    registry depends on nothing else of the package (registry <- capture, field <- engine <- undo, jobs)."""
+
+    def update(self, batch: Batch, assignments: sql.Composable, values: dict[str, Any],
+               declared: list[str] | tuple[str, ...] | None = None) -> int: ...
 
 
 class BackfillError(Exception):
@@ -138,7 +142,7 @@ class Batch:
     first_key: int
     last_key: int
     size: int
-    capture: Capture | None = None
+    capture: Recorder | None = None
     """Records the before-image of every row `update` changes (capture.py); None: nothing recorded."""
     updated: int = 0
     """Rows changed through `update` in this batch."""
@@ -285,15 +289,6 @@ class BackfillRegistry:
             return function
 
         return register
-
-    def field(self, name: str, *, spec: FieldSpec, description: str, defaults: Options | None = None) -> Backfill:
-        """Register a declarative field backfill (validated against the live schema when it runs)."""
-        from hrms_pipelines.backfills import field as field_module
-
-        return self.add(Backfill(
-            name=name, description=description, table=spec.table, defaults=defaults or Options(),
-            prepare=lambda conn: field_module.plan_field_backfill(conn, spec, name=name), kind="field",
-        ))
 
     def get(self, name: str) -> Backfill:
         try:
