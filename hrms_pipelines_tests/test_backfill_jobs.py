@@ -217,3 +217,28 @@ def test_a_killed_runs_checkpoint_reads_interrupted_once_dagster_marks_the_run_f
         rows = dict(conn.execute("SELECT name, (status, last_key, params->'interrupted'->>'run_status')::text "
                                  "FROM hrms.core_backfillcheckpoint WHERE name IN ('killed_one', 'other_run')").fetchall())
     assert rows == {"killed_one": "(interrupted,42,FAILURE)", "other_run": "(running,7,)"}
+
+
+@pytest.mark.parametrize(("job", "run_config", "limit"), [
+    (backfill_jobs.data_backfill, {"ops": {"run_backfill": {"config": {"sleep_seconds": 86_400}}}},
+     "sleep_seconds must be between 0 and 60 (got 86400"),
+    (backfill_jobs.field_backfill, {"ops": {"run_field_backfill": {"config": {
+        "table": "employees_employee", "column": "status", "value": "active", "max_runtime_seconds": 86_400}}}},
+     "max_runtime_seconds must be between 1 and 43,200 (got 86400"),
+    (backfill_jobs.undo_backfill, {"ops": {"run_undo": {"config": {"backfill": "set_employee_status",
+                                                                    "lock_timeout": "1h"}}}},
+     "lock_timeout must be between 0.001 s and 60 s (got 1h)"),
+])
+def test_a_knob_past_its_bound_is_refused_at_launch_naming_the_limit(hrms_db, database_url, job, run_config, limit):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_employees(conn, 3)
+    kwargs = {"partition_key": "set_employee_status"} if job is backfill_jobs.data_backfill else {}
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(run_config=run_config, resources={"hrms_db": hrms_db}, instance=instance,
+                                        raise_on_error=False, **kwargs)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert limit in failure.event_specific_data.error.message
+    with psycopg.connect(database_url) as conn:  # refused before anything ran
+        assert conn.execute("SELECT count(*) FROM hrms.core_backfillcheckpoint").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM hrms.employees_employee WHERE status IS NOT NULL").fetchone()[0] == 0
