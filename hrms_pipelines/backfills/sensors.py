@@ -13,6 +13,7 @@ import dagster as dg
 from psycopg.types.json import Jsonb
 
 from hrms_pipelines import settings
+from hrms_pipelines.errors import error_boundary
 from hrms_pipelines.backfills.jobs import data_backfill, field_backfill, undo_backfill
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase
 
@@ -43,6 +44,7 @@ def _report(context: dg.RunStatusSensorContext, hrms_db: HrmsDatabase, status: s
     name="backfill_interrupted_on_failure", monitored_jobs=MONITORED, minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A failed backfill run whose checkpoint still says 'running' (killed): marks it 'interrupted'.")
+@error_boundary
 def backfill_interrupted_on_failure(context: dg.RunFailureSensorContext, hrms_db: HrmsDatabase) -> None:
     _report(context, hrms_db, "FAILURE")
 
@@ -51,6 +53,7 @@ def backfill_interrupted_on_failure(context: dg.RunFailureSensorContext, hrms_db
     name="backfill_interrupted_on_cancel", run_status=dg.DagsterRunStatus.CANCELED, monitored_jobs=MONITORED,
     minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
     description="A canceled backfill run whose checkpoint still says 'running': marks it 'interrupted'.")
+@error_boundary
 def backfill_interrupted_on_cancel(context: dg.RunStatusSensorContext, hrms_db: HrmsDatabase) -> None:
     _report(context, hrms_db, "CANCELED")
 
