@@ -3,7 +3,8 @@ behind, and the sessions a batch made wait.
 
 - **Busy** (`busy_reason`): more sessions inside a transaction than `max_active_backends`, or a lock
   wait longer than `max_lock_wait_ms` (run config, per backfill).
-- **Replica lag** (`ReplicaWatch`): when the primary streams to standbys (`pg_stat_replication`), no
+- **Replica lag** (`ReplicaWatch`): when the primary streams to standbys (`pg_stat_replication`, which
+  also lists logical replication's subscribers: they count as standbys), no
   batch starts while any standby replays more than HRMS_BACKFILL_MAX_REPLICA_LAG seconds behind
   (deployment configuration, default 5). A standby's lag is the larger of what PostgreSQL measured
   (`replay_lag`) and how long ago the primary had written WAL the standby has not replayed yet (read
@@ -144,7 +145,10 @@ class ReplicaWatch:
         if not self.samples or self.samples[-1][1] != current:
             self.samples.append((now, current))
         result: dict[str, Standby] = {}
+        oldest_replay = current
         for name, _state, replay, measured, _ in rows:
+            if replay is not None:
+                oldest_replay = min(oldest_replay, replay)
             if replay is None or replay >= current:
                 lag, behind = 0.0, 0.0
             else:
@@ -153,12 +157,11 @@ class ReplicaWatch:
                 lag = max(measured or 0.0, now - first_unreplayed)
             if name not in result or lag > result[name].lag_s:
                 result[name] = Standby(name, lag, behind)
-        self._forget_old_samples([s.behind_bytes for s in result.values()], current)
+        self._forget_old_samples(oldest_replay)
         return list(result.values())
 
-    def _forget_old_samples(self, behind: list[float], current: float) -> None:
+    def _forget_old_samples(self, oldest_replay: float) -> None:
         """Keep the samples still needed: from the newest one every standby has replayed past."""
-        oldest_replay = current - max(behind, default=0.0)
         keep = 0
         for i, (_, lsn) in enumerate(self.samples):
             if lsn <= oldest_replay:
