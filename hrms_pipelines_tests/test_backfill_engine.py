@@ -366,3 +366,17 @@ def test_paused_s_counts_only_real_pauses(hrms_db, database_url):
         batch_size=5, sleep_seconds=0, target_batch_ms=None, max_active_backends=10_000, max_lock_wait_ms=600_000),
         log=ListLog())
     assert result.batches == 4 and result.paused_s == 0.0 and result.replica_paused_s == 0.0
+
+
+def test_a_run_past_max_runtime_seconds_stops_at_a_batch_boundary_and_the_next_launch_resumes(hrms_db, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_employees(conn, 20, prefix="rt")
+    # 20 batches with 0.3 s between them cannot end within the 1 s allowed
+    options = Options(batch_size=1, sleep_seconds=0.3, target_batch_ms=None, max_active_backends=None,
+                      max_lock_wait_ms=None, max_runtime_seconds=1)
+    log = ListLog()
+    first = engine.run(hrms_db, registry.get("set_employee_status"), options, log=log)
+    assert first.status == "stopped" and 0 < first.rows_changed < 20
+    assert "(max_runtime_seconds 1); the next launch resumes after key" in log.text()
+    rest = engine.run(hrms_db, registry.get("set_employee_status"), options.override(sleep_seconds=0, max_runtime_seconds=600), log=log)
+    assert (rest.status, first.rows_changed + rest.rows_changed, rest.resumed_from_key) == ("completed", 20, first.last_key)
