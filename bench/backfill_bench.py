@@ -24,6 +24,18 @@ totals and their ratio, the batch p50/p99, and the short queries' p99, both the 
 time inside the server (from the statement's arrival to its result), so that waiting for a CPU is
 told apart from database work. Targets: ratio <= 2, batch p99 < 250 ms, query p99 ratio <= 2.
 Also printed: the size of the undo records. The scratch databases are dropped at the end.
+
+With --bystanders, instead: the HR application's traffic beside backfills of employees_employee
+(--rows employees needing a status, a fifth more that do not), open loop at --ops-per-second (200):
+30 % updates of a row inside the backfilled range, 20 % outside it, 10 % inserts, 40 % point reads,
+from 8 connections in their own process (lock_timeout 2s, as an application sets it), each
+operation's latency counted from the time it was scheduled (so a stall delays every later operation
+it holds up, as users would see it) and every error counted. Phases: quiet; `set_employee_status` at
+its registered defaults; its undo; on a fresh copy, one naive `UPDATE` of the same change. Prints the
+bystanders' p99 in each phase / quiet (goal <= 1.5), errors (goal 0), the batches' p99 against the
+target, how often a batch made a bystander wait and how long the backfill paused.
+
+    .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/backfill_bench.py --bystanders --rows 1000000
 """
 
 from __future__ import annotations
@@ -147,13 +159,185 @@ def without_undo_records(backfill: Backfill) -> Backfill:
     return dataclasses.replace(backfill, prepare=prepare)
 
 
+# --- bystanders: the HR application's traffic beside a backfill -----------------------------------
+
+BYSTANDER_BACKFILL = "set_employee_status"
+NAIVE_STATUS_UPDATE = ("UPDATE hrms.employees_employee SET status = CASE WHEN termination_date <= current_date "
+                       "THEN 'terminated' ELSE 'active' END, updated_at = now() WHERE status IS NULL AND NOT is_placeholder")
+BYSTANDER_CONNECTIONS = 8
+
+
+def fill_employees(url: str, rows: int) -> tuple[int, int]:
+    """`rows` employees without a status (the backfill's range), then a fifth as many with one; returns
+    (last id of the range, last id)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("""INSERT INTO hrms.employees_employee (email, hire_date, job_title, department_code)
+                        SELECT 'staff' || g || '@ghs.gov.gh', date '2005-01-01' + g %% 5000, 'Officer', 'D' || g %% 40
+                        FROM generate_series(1, %s) g""", [rows])
+        conn.execute("""INSERT INTO hrms.employees_employee (email, status, hire_date, job_title)
+                        SELECT 'kept' || g || '@ghs.gov.gh', 'active', date '2005-01-01' + g %% 5000, 'Officer'
+                        FROM generate_series(1, %s) g""", [max(rows // 5, 1)])
+        conn.execute("VACUUM (ANALYZE) hrms.employees_employee")
+        return conn.execute("SELECT max(id) FILTER (WHERE status IS NULL), max(id) FROM hrms.employees_employee").fetchone()
+
+
+def _bystander(url: str, worker: int, rate: float, inside: int, last: int, start_at: float, stop, results) -> None:
+    """One of the application's connections: operations worker, worker + N, ... of a schedule at
+    `rate` per second in all, each timed from when it was due."""
+    import threading  # noqa: F401  (the process runs several of these as threads)
+    rnd = random.Random(worker)
+    samples: list[tuple[str, float, str | None]] = []
+    period = BYSTANDER_CONNECTIONS / rate
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '2s'")
+        conn.execute("SET statement_timeout = '10s'")
+        k = 0
+        while not stop.is_set():
+            due = start_at + (worker / BYSTANDER_CONNECTIONS + k) * period
+            k += 1
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            roll = rnd.random()
+            error = None
+            try:
+                if roll < 0.3:
+                    kind = "update inside"
+                    conn.execute("UPDATE hrms.employees_employee SET job_title = 'Officer ' || %s, updated_at = now() "
+                                 "WHERE id = %s", [k % 7, rnd.randint(1, inside)])
+                elif roll < 0.5:
+                    kind = "update outside"
+                    conn.execute("UPDATE hrms.employees_employee SET job_title = 'Officer ' || %s, updated_at = now() "
+                                 "WHERE id = %s", [k % 7, rnd.randint(inside + 1, last)])
+                elif roll < 0.6:
+                    kind = "insert"
+                    conn.execute("INSERT INTO hrms.employees_employee (email, status, hire_date) VALUES (%s, 'active', "
+                                 "current_date)", [f"new{worker}-{k}-{uuid.uuid4().hex[:6]}@ghs.gov.gh"])
+                else:
+                    kind = "read"
+                    conn.execute("SELECT email, status, job_title FROM hrms.employees_employee WHERE id = %s",
+                                 [rnd.randint(1, last)]).fetchall()
+            except psycopg.Error as exc:
+                error = type(exc).__name__
+            samples.append((kind, (time.time() - due) * 1000, error))
+    results.put(samples)
+
+
+def _bystander_process(url: str, rate: float, inside: int, last: int, start_at: float, stop, results) -> None:
+    import threading
+    threads = [threading.Thread(target=_bystander, args=(url, w, rate, inside, last, start_at, stop, results))
+               for w in range(BYSTANDER_CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+class Bystanders:
+    """The application's traffic, open loop, in its own process (see the module docstring)."""
+
+    def __init__(self, url: str, rate: float, inside: int, last: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self._stop, self._results = context.Event(), context.Queue()
+        self._process = context.Process(target=_bystander_process, daemon=True, args=(
+            url, rate, inside, last, time.time() + 0.5, self._stop, self._results))
+
+    def __enter__(self) -> Bystanders:
+        self._process.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.samples: list[tuple[str, float, str | None]] = []
+        for _ in range(BYSTANDER_CONNECTIONS):
+            self.samples += self._results.get()
+        self._process.join()
+
+
+def bystander_main(args: argparse.Namespace) -> int:
+    tag = uuid.uuid4().hex[:8]
+    names: list[str] = []
+    backfill = registry.get(BYSTANDER_BACKFILL)
+    options = backfill.defaults
+    print(f"bystander benchmark: {args.rows:,} employees to backfill, {args.ops_per_second:g} application operations/s; "
+          f"{BYSTANDER_BACKFILL} defaults: batch {options.batch_size:,}, target {options.target_batch_ms} ms, "
+          f"sleep {options.sleep_seconds}s", flush=True)
+    try:
+        source, source_url = _scratch.create(f"bench_bystanders_{tag}")
+        names.append(source)
+        _scratch.migrate(source_url)
+        inside, last = fill_employees(source_url, args.rows)
+        copy_a, url_a = _scratch.create(f"{source}_a", template=source)
+        copy_b, url_b = _scratch.create(f"{source}_b", template=source)
+        names += [copy_a, copy_b]
+        phases: dict[str, list[tuple[str, float, str | None]]] = {}
+        db = PinnedDatabase(location=url_b)
+
+        checkpoint(url_b)
+        with Bystanders(url_b, args.ops_per_second, inside, last) as quiet:
+            time.sleep(args.idle_seconds)
+        phases["quiet"] = quiet.samples
+
+        checkpoint(url_b)
+        with Bystanders(url_b, args.ops_per_second, inside, last) as during:
+            result = engine.run(db, backfill, options, log=PrintLog(), run_id=f"bench-{tag}")
+        phases["backfill"] = during.samples
+
+        checkpoint(url_b)
+        with Bystanders(url_b, args.ops_per_second, inside, last) as during_undo:
+            report = undo.undo(db, backfill=BYSTANDER_BACKFILL, options=undo.DEFAULTS, log=PrintLog(),
+                               undo_run_id=f"bench-undo-{tag}")
+        phases["undo"] = during_undo.samples
+
+        checkpoint(url_a)
+        with Bystanders(url_a, args.ops_per_second, inside, last) as naive:
+            with psycopg.connect(url_a) as conn:
+                started = time.perf_counter()
+                updated = conn.execute(NAIVE_STATUS_UPDATE).rowcount
+                conn.commit()
+                naive_s = time.perf_counter() - started
+            time.sleep(1.0)  # the operations it held up finish
+        phases["naive UPDATE"] = naive.samples
+
+        quiet_p99 = engine.percentile([s[1] for s in phases["quiet"]], 99)
+        print()
+        print(f"{'phase':16}{'ops':>8}{'errors':>8}{'p50 ms':>10}{'p99 ms':>10}{'p99/quiet':>11}  worst kind (p99 ms)")
+        for phase, samples in phases.items():
+            latencies = [s[1] for s in samples]
+            errors = sum(1 for s in samples if s[2])
+            kinds = {k: engine.percentile([s[1] for s in samples if s[0] == k], 99) for k in {s[0] for s in samples}}
+            worst = max(kinds, key=kinds.get) if kinds else "-"
+            p99_ms = engine.percentile(latencies, 99)
+            ratio = p99_ms / quiet_p99 if quiet_p99 else float("inf")
+            verdict = "" if phase in ("quiet", "naive UPDATE") else ("  ok" if ratio <= 1.5 and not errors else "  MISSED")
+            print(f"{phase:16}{len(samples):8,}{errors:8,}{engine.percentile(latencies, 50):10.1f}{p99_ms:10.1f}"
+                  f"{ratio:11.2f}  {worst} ({kinds.get(worst, 0):.0f}){verdict}")
+        target = options.target_batch_ms or 0
+        p99_batch = result.batch_ms_percentile(99)
+        print(f"\nbackfill: {result.rows_changed:,} rows in {result.duration_s:.1f}s, {result.batches:,} batches, batch p99 "
+              f"{p99_batch:.0f} ms (target {target} ms: {'ok' if p99_batch <= target else 'MISSED'}), "
+              f"{result.batches_that_blocked} batches made a bystander wait, paused {result.paused_s:.1f}s")
+        print(f"undo: {report.total('restored'):,} rows restored, {report.total('changed'):,} changed since and left")
+        print(f"naive UPDATE: {updated:,} rows in {naive_s:.1f}s")
+        return 0
+    finally:
+        for name in names:
+            _scratch.drop(name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--bystanders", action="store_true", help="the application-traffic benchmark (see above)")
+    parser.add_argument("--ops-per-second", type=float, default=200.0)
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long to sample idle short queries")
     parser.add_argument("--without-undo-records", action="store_true",
                         help="also time the backfill keeping no undo records, on a third copy")
     args = parser.parse_args()
+    if args.bystanders:
+        return bystander_main(args)
 
     tag = uuid.uuid4().hex[:8]
     source, copy_a, copy_b, copy_c = f"bench_backfill_{tag}", "", "", ""

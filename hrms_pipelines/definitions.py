@@ -9,7 +9,7 @@ import dagster as dg
 
 from hrms_pipelines import alerts, settings
 from hrms_pipelines.io_manager import hrms_io_manager
-from hrms_pipelines.backfills import jobs as backfill_jobs
+from hrms_pipelines.backfills import jobs as backfill_jobs, sensors as backfill_sensors
 from hrms_pipelines.migrations import jobs as migration_jobs
 from hrms_pipelines.migrations import check_job, sensors as migration_sensors
 from hrms_pipelines.backups import jobs as backup_jobs, schedules as backup_schedules
@@ -68,6 +68,7 @@ defs = dg.Definitions(
     sensors=[
         migration_sensors.migration_files_sensor,
         alerts.hrms_run_failure_alerts,
+        *backfill_sensors.sensors,
     ],
     resources={
         "hrms_db": HrmsDatabase(),

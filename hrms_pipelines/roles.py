@@ -169,7 +169,8 @@ def guard(conn: psycopg.Connection, duty: Duty) -> None:
 
 def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None) -> list[sql.Composable]:
     """What an administrator runs once per cluster and database, idempotent: the login roles with
-    no special attribute, membership of nothing, and what each may do on the database itself."""
+    no special attribute, membership of nothing (but pg_read_all_stats for the import role: a backfill
+    reads its standbys' replay lag), and what each may do on the database itself."""
     passwords = passwords or {}
     statements: list[sql.Composable] = []
     for duty in Duty:
@@ -182,6 +183,8 @@ def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None
     statements.append(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
         db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty if d is not MIGRATOR)))
     statements.append(sql.SQL(_FIX_EXISTING))  # type: ignore[arg-type]  # code, not input
+    # The one membership a duty holds: backfills read their standbys' replay lag (pg_stat_replication).
+    statements.append(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(IMPORTER.role)))
     return statements
 
 
@@ -222,7 +225,8 @@ DECLARE
 BEGIN
     FOR r IN SELECT g.rolname AS granted, m.rolname AS member FROM pg_auth_members am
              JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
-             WHERE m.rolname IN ('hrms_migrator', 'hrms_importer', 'hrms_restorer', 'hrms_reader') LOOP
+             WHERE m.rolname IN ('hrms_migrator', 'hrms_importer', 'hrms_restorer', 'hrms_reader')
+               AND NOT (g.rolname = 'pg_read_all_stats' AND m.rolname = 'hrms_importer') LOOP
         EXECUTE format('REVOKE %I FROM %I', r.granted, r.member);
     END LOOP;
     FOR r IN SELECT nspname FROM pg_namespace WHERE nspname IN ('hrms', 'hrms_meta')

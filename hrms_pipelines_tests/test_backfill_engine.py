@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from hrms_pipelines import locks
-from hrms_pipelines.backfills import engine
+from hrms_pipelines.backfills import engine, throttle
 from hrms_pipelines.backfills.registry import BackfillError, BackfillRegistry, Options, UnknownBackfill, registry
 
 FAST = Options(batch_size=7, sleep_seconds=0, target_batch_ms=None, max_active_backends=None, max_lock_wait_ms=None)
@@ -281,5 +281,102 @@ def test_registry_lists_the_builtins_and_refuses_unknown_or_duplicate_names():
         own.backfill("x_one", table="employees_employee", description="d", pending=None)(lambda batch: 0)
     with pytest.raises(ValueError, match="lower_snake_case"):
         own.backfill("Bad Name", table="employees_employee", description="d", pending=None)(lambda batch: 0)
-    with pytest.raises(BackfillError, match="batch_size must be at least 1"):
+    with pytest.raises(BackfillError, match=r"batch_size must be between 1 and 1,000,000 \(got 0\)"):
         Options(batch_size=0).validate()
+
+
+@pytest.mark.parametrize(("knob", "value", "limit"), [
+    ("sleep_seconds", 86_400.0, "between 0 and 60"),
+    ("batch_size", 5_000_000, "between 1 and 1,000,000"),
+    ("target_batch_ms", 60_000, "between 1 and 10,000"),
+    ("statement_timeout", "1h", "between 0.001 s and 300 s"),
+    ("lock_timeout", "2min", "between 0.001 s and 60 s"),
+    ("max_busy_wait_seconds", 86_400.0, "between 0.1 and 3,600"),
+    ("max_runtime_seconds", 86_400.0, "between 1 and 43,200"),
+    ("max_retries", 1000, "between 0 and 20"),
+])
+def test_every_numeric_knob_has_a_bound_named_when_refused(knob, value, limit):
+    with pytest.raises(BackfillError, match=f"{knob} must be {limit}"):
+        Options(**{knob: value}).validate()
+    with pytest.raises(BackfillError, match="lock_timeout 'soon' is not a duration"):
+        Options(lock_timeout="soon").validate()
+    for backfill in registry:  # the registered defaults are within bounds
+        backfill.defaults.validate()
+
+
+def test_a_batch_another_session_waited_on_makes_the_next_batch_smaller_and_the_pause_longer(hrms_db, database_url):
+    """A bystander (an application session) updates a row the first batch holds and waits on it; the
+    batch sees it before it commits: the next batch is half the size, the checkpoint and the audit
+    row say so, the size grows back after batches nobody waited on, and the bystander's update goes
+    through once the batch commits."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_employees(conn, 40, prefix="by")
+    bystander_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def bystander(key: int) -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as app:
+                app.execute("UPDATE hrms.employees_employee SET hire_date = date '2016-01-01' WHERE id = %s", [key])
+            bystander_done.set()
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            errors.append(exc)
+
+    own = BackfillRegistry()
+
+    @own.backfill("with_bystander", table="employees_employee", description="d", pending="status IS NULL")
+    def with_bystander(batch) -> int:
+        changed = batch.update("status = 'active'")
+        if batch.plan.params.setdefault("_blocked_once", False) is False:
+            batch.plan.params["_blocked_once"] = True
+            threading.Thread(target=bystander, args=[batch.first_key], daemon=True).start()
+            deadline = time.monotonic() + 120
+            while throttle.blocked_by_me(batch.conn) == 0:
+                assert time.monotonic() < deadline, "the bystander never waited on the batch"
+                time.sleep(0.05)
+        return changed
+
+    log = ListLog()
+    result = engine.run(hrms_db, own.get("with_bystander"), Options(
+        batch_size=8, sleep_seconds=0, target_batch_ms=None, max_active_backends=None, max_lock_wait_ms=None), log=log)
+    assert bystander_done.wait(60) and not errors
+    assert (result.status, result.rows_changed) == ("completed", 40)
+    assert (result.batches_that_blocked, result.bystanders_waited) == (1, 1)
+    assert "1 other session(s) waited on the batch ending at key" in log.text() and "next batch 4 rows, pause 0.05 s" in log.text()
+    with psycopg.connect(database_url) as conn:
+        sizes = [r[0] for r in conn.execute(
+            """SELECT (after->>'rows_in_batch')::int FROM hrms.core_auditlog
+               WHERE source = 'backfill:with_bystander' ORDER BY id""")]
+        waiting = [r[0] for r in conn.execute(
+            """SELECT (after->>'sessions_waiting')::int FROM hrms.core_auditlog
+               WHERE source = 'backfill:with_bystander' ORDER BY id""")]
+        blocked = conn.execute("SELECT params->'last_blocked_batch' FROM hrms.core_backfillcheckpoint "
+                               "WHERE name = 'with_bystander'").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM hrms.employees_employee WHERE hire_date = date '2016-01-01'").fetchone()[0] == 1
+    assert sizes[:5] == [8, 4, 5, 6, 7] and sum(sizes) == 40
+    assert waiting[0] == 1 and set(waiting[1:]) == {0}
+    assert (blocked["rows"], blocked["sessions_waiting"]) == (8, 1)
+    assert result.metadata()["batches_that_blocked"] == 1
+
+
+def test_paused_s_counts_only_real_pauses(hrms_db, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_employees(conn, 20, prefix="np")
+    result = engine.run(hrms_db, registry.get("set_employee_status"), Options(
+        batch_size=5, sleep_seconds=0, target_batch_ms=None, max_active_backends=10_000, max_lock_wait_ms=600_000),
+        log=ListLog())
+    assert result.batches == 4 and result.paused_s == 0.0 and result.replica_paused_s == 0.0
+
+
+def test_a_run_past_max_runtime_seconds_stops_at_a_batch_boundary_and_the_next_launch_resumes(hrms_db, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_employees(conn, 20, prefix="rt")
+    # 20 batches with 0.3 s between them cannot end within the 1 s allowed
+    options = Options(batch_size=1, sleep_seconds=0.3, target_batch_ms=None, max_active_backends=None,
+                      max_lock_wait_ms=None, max_runtime_seconds=1)
+    log = ListLog()
+    first = engine.run(hrms_db, registry.get("set_employee_status"), options, log=log)
+    assert first.status == "stopped" and 0 < first.rows_changed < 20
+    assert "(max_runtime_seconds 1); the next launch resumes after key" in log.text()
+    rest = engine.run(hrms_db, registry.get("set_employee_status"), options.override(sleep_seconds=0, max_runtime_seconds=600), log=log)
+    assert (rest.status, first.rows_changed + rest.rows_changed, rest.resumed_from_key) == ("completed", 20, first.last_key)

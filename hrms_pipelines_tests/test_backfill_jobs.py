@@ -13,7 +13,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from hrms_pipelines.backfills import jobs as backfill_jobs, undo
+from hrms_pipelines.backfills import jobs as backfill_jobs, sensors, undo
 from hrms_pipelines.backfills.registry import registry
 from hrms_pipelines.resources import PinnedDatabase
 
@@ -149,6 +149,13 @@ def test_kill_9_mid_backfill_then_relaunch_equals_an_uninterrupted_run(database_
     assert status == "running"
     assert 0 < rows_done < PROBE_ROWS
     assert incremented == (rows_done, last_key, 1)
+    # What the backfill sensors do once Dagster marks the killed run failed: the checkpoint says so.
+    with psycopg.connect(database_url) as conn:
+        killed_run = conn.execute("SELECT run_id FROM hrms.core_backfillcheckpoint WHERE name = 'increment_probe'").fetchone()[0]
+    assert sensors.mark_interrupted(PinnedDatabase(location=database_url), killed_run, "FAILURE") == ["increment_probe"]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT status, last_key FROM hrms.core_backfillcheckpoint WHERE name = 'increment_probe'"
+                            ).fetchone() == ("interrupted", last_key)
 
     relaunch = dagster_execute(project_root, subprocess_env, "-f", str(project_root / "hrms_pipelines_tests/backfill_probe_defs.py"),
                                "-j", "data_backfill", "--tags", tags)
@@ -186,3 +193,52 @@ def test_kill_9_mid_backfill_then_relaunch_equals_an_uninterrupted_run(database_
                        options=undo.DEFAULTS.override(sleep_seconds=0))
     assert [r.restored for r in report.runs] == [PROBE_ROWS - rows_done, rows_done]
     assert probe_state(database_url) == untouched
+
+
+def test_a_killed_runs_checkpoint_reads_interrupted_once_dagster_marks_the_run_failed(hrms_db, database_url):
+    """The run failed without its checkpoint saying so (what a kill -9 leaves: 'running'); the failure
+    sensor sets that checkpoint, and only that one, to 'interrupted'; a second evaluation changes nothing."""
+    with dg.instance_for_test() as instance:
+        failed = backfill_jobs.field_backfill.execute_in_process(
+            run_config={"ops": {"run_field_backfill": {"config": {
+                "table": "core_auditlog", "column": "action", "value": "x", "sleep_seconds": 0}}}},
+            resources={"hrms_db": hrms_db}, instance=instance, raise_on_error=False, tags={"test": "killed"})
+        with psycopg.connect(database_url, autocommit=True) as conn:  # as the killed process left them
+            conn.execute("""INSERT INTO hrms.core_backfillcheckpoint (name, status, params, run_id, last_key)
+                            VALUES ('killed_one', 'running', '{}', %s, 42), ('other_run', 'running', '{}', 'another-run', 7)""",
+                         [failed.run_id])
+        assert not failed.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name="backfill_interrupted_on_failure", dagster_instance=instance, dagster_run=failed.dagster_run,
+            dagster_event=failed.get_run_failure_event(), resources={"hrms_db": hrms_db}).for_run_failure()
+        sensors.backfill_interrupted_on_failure(context)
+        sensors.backfill_interrupted_on_failure(context)
+    with psycopg.connect(database_url) as conn:
+        rows = dict(conn.execute("SELECT name, (status, last_key, params->'interrupted'->>'run_status')::text "
+                                 "FROM hrms.core_backfillcheckpoint WHERE name IN ('killed_one', 'other_run')").fetchall())
+    assert rows == {"killed_one": "(interrupted,42,FAILURE)", "other_run": "(running,7,)"}
+
+
+@pytest.mark.parametrize(("job", "run_config", "limit"), [
+    (backfill_jobs.data_backfill, {"ops": {"run_backfill": {"config": {"sleep_seconds": 86_400}}}},
+     "sleep_seconds must be between 0 and 60 (got 86400"),
+    (backfill_jobs.field_backfill, {"ops": {"run_field_backfill": {"config": {
+        "table": "employees_employee", "column": "status", "value": "active", "max_runtime_seconds": 86_400}}}},
+     "max_runtime_seconds must be between 1 and 43,200 (got 86400"),
+    (backfill_jobs.undo_backfill, {"ops": {"run_undo": {"config": {"backfill": "set_employee_status",
+                                                                    "lock_timeout": "1h"}}}},
+     "lock_timeout must be between 0.001 s and 60 s (got 1h)"),
+])
+def test_a_knob_past_its_bound_is_refused_at_launch_naming_the_limit(hrms_db, database_url, job, run_config, limit):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_employees(conn, 3)
+    kwargs = {"partition_key": "set_employee_status"} if job is backfill_jobs.data_backfill else {}
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(run_config=run_config, resources={"hrms_db": hrms_db}, instance=instance,
+                                        raise_on_error=False, **kwargs)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert limit in failure.event_specific_data.error.message
+    with psycopg.connect(database_url) as conn:  # refused before anything ran
+        assert conn.execute("SELECT count(*) FROM hrms.core_backfillcheckpoint").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM hrms.employees_employee WHERE status IS NOT NULL").fetchone()[0] == 0

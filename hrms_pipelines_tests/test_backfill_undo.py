@@ -405,3 +405,32 @@ def test_undo_from_the_command_line(database_url, subprocess_env, project_root, 
     config.write_text(yaml.safe_dump({"ops": {"run_undo": {"config": {"backfill": "set_employee_status"}}}}))
     assert "24 rows of hrms.employees_employee restored" in execute("-j", "undo_backfill", "-c", str(config))
     assert checksum(database_url, "employees_employee") == before
+
+
+def test_a_row_whose_other_columns_changed_since_is_still_undone_column_by_column(hrms_db, database_url):
+    """The application changed another column of a row (and its updated_at) after the backfill: the
+    undo puts back the column the backfill wrote and leaves the application's columns, updated_at
+    included; only a row where the backfill's own column changed since is refused. Untouched rows get
+    their updated_at back too."""
+    staff(database_url)
+    with psycopg.connect(database_url) as conn:
+        original = dict(conn.execute("SELECT id, (status, hire_date, updated_at)::text FROM hrms.employees_employee").fetchall())
+    done = engine.run(hrms_db, registry.get("set_employee_status"), QUICK, log=ListLog())
+    assert done.rows_changed == 24
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        other, own = [r[0] for r in conn.execute(
+            "SELECT id FROM hrms.employees_employee WHERE email LIKE 'nodept%' ORDER BY id LIMIT 2")]
+        conn.execute("UPDATE hrms.employees_employee SET hire_date = date '2019-09-09', "
+                     "updated_at = timestamptz '2030-01-01 00:00+00' WHERE id = %s", [other])
+        conn.execute("UPDATE hrms.employees_employee SET status = 'suspended', updated_at = now() WHERE id = %s", [own])
+
+    preview = run_undo(hrms_db, run_id=done.run_id, dry_run=True)
+    assert (preview.total("restored"), preview.total("changed")) == (23, 1)
+    report = run_undo(hrms_db, run_id=done.run_id)
+    assert (report.total("restored"), report.total("changed"), report.total("already")) == (23, 1, 0)
+    with psycopg.connect(database_url) as conn:
+        now = dict(conn.execute("SELECT id, (status, hire_date, updated_at)::text FROM hrms.employees_employee").fetchall())
+        assert conn.execute("SELECT status, hire_date::text, updated_at = timestamptz '2030-01-01 00:00+00' "
+                            "FROM hrms.employees_employee WHERE id = %s", [other]).fetchone() == (None, "2019-09-09", True)
+        assert conn.execute("SELECT status FROM hrms.employees_employee WHERE id = %s", [own]).fetchone()[0] == "suspended"
+    assert {k: v for k, v in now.items() if k not in (other, own)} == {k: v for k, v in original.items() if k not in (other, own)}

@@ -3,6 +3,7 @@ large payroll table). Each one's defaults must make a UI launch safe: UI launche
 
 from __future__ import annotations
 
+from hrms_pipelines.backfills import field
 from hrms_pipelines.backfills.field import FieldSpec, FilterSpec
 from hrms_pipelines.backfills.registry import Batch, BackfillRegistry, Options, registry
 
@@ -34,8 +35,8 @@ def register_builtin(target: BackfillRegistry) -> None:
             "tenure_years = round(greatest(least(coalesce(termination_date, current_date), current_date) - hire_date, 0)"
             " / 365.25, 2), updated_at = now()")
 
-    target.field(
-        "set_department_code_unknown",
+    field.register(
+        target, "set_department_code_unknown",
         spec=FieldSpec(table="employees_employee", column="department_code", value="UNKNOWN",
                        filter=FilterSpec(column="department_code", operator="is_null")),
         description="Set department_code to 'UNKNOWN' where it is null (the seed's generic field backfill, "

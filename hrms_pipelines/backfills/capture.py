@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -40,10 +40,7 @@ from pglast import parse_sql
 from pglast.parser import ParseError
 
 from hrms_pipelines import settings
-from hrms_pipelines.backfills.registry import BackfillError
-
-if TYPE_CHECKING:
-    from hrms_pipelines.backfills.registry import Batch, Plan
+from hrms_pipelines.backfills.registry import BackfillError, Batch, Plan
 
 RUNS = sql.Identifier(settings.HR_SCHEMA, "core_backfillrun")
 IMAGES = sql.Identifier(settings.HR_SCHEMA, "core_backfillundo")

@@ -24,7 +24,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -32,7 +32,8 @@ from psycopg.types.json import Jsonb
 
 from hrms_pipelines import errors, locks, settings
 from hrms_pipelines.metadata import duration
-from hrms_pipelines.backfills import capture
+from hrms_pipelines.backfills import capture, throttle
+from hrms_pipelines.backfills.throttle import busy_reason  # noqa: F401  (its home before throttle.py)
 from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
 from hrms_pipelines.resources import IMPORTER, HrmsDatabase, local_transaction
 
@@ -43,9 +44,7 @@ RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled,
              psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
-    def warning(self, msg: str) -> Any: ...
+Log = throttle.Log
 
 
 @dataclass
@@ -61,7 +60,7 @@ class Checkpoint:
 class Result:
     name: str
     table: str
-    status: str  # completed | stopped (max_batches) | dry_run
+    status: str  # completed | stopped (max_batches, max_runtime_seconds) | dry_run
     dry_run: bool = False
     rows_changed: int = 0
     rows_scanned: int = 0
@@ -76,6 +75,11 @@ class Result:
     final_batch_size: int = 0
     paused_s: float = 0.0
     retries: int = 0
+    replica_paused_s: float = 0.0
+    batches_that_blocked: int = 0
+    """Batches some other session waited on (the next batch was then smaller, the pause longer)."""
+    bystanders_waited: int = 0
+    """Sessions counted waiting on a batch's locks, over all batches."""
     checkpoint_rows_done: int = 0
     run_id: str | None = None
 
@@ -95,7 +99,9 @@ class Result:
             "rows_per_second": round(self.rows_per_second, 1),
             "batch_ms_p50": round(self.batch_ms_percentile(50), 1), "batch_ms_p99": round(self.batch_ms_percentile(99), 1),
             "batch_ms_max": round(max(self.batch_ms, default=0.0), 1), "final_batch_size": self.final_batch_size,
-            "paused_s": round(self.paused_s, 1), "retries": self.retries,
+            "paused_s": round(self.paused_s, 1), "replica_paused_s": round(self.replica_paused_s, 1),
+            "retries": self.retries, "batches_that_blocked": self.batches_that_blocked,
+            "bystanders_waited": self.bystanders_waited,
             "resumed_from_key": self.resumed_from_key, "last_key": self.last_key,
             "checkpoint_rows_done": self.checkpoint_rows_done,
         }
@@ -115,21 +121,49 @@ class BatchSizer:
     batch, slowly to fast ones), sizes the next batch for AIM x the target (headroom for the noise of
     checkpoints, autovacuum and neighbours, so that batches stay under the target rather than
     around it), and changes the size by at most x0.5 .. x1.25 per batch. Without a target the size
-    stays fixed."""
+    stays fixed.
+
+    Bystanders: after a batch that another session waited on (`blocked`), the next batch is half
+    as large and the pause after it longer (doubling, up to MAX_EXTRA_PAUSE); each batch nobody
+    waited on halves the extra pause again and lets the size grow back (x1.25 per batch)."""
 
     AIM = 0.8
     GROWTH = 1.25
     SHRINK = 0.5
+    MAX_EXTRA_PAUSE = 2.0
+    FIRST_EXTRA_PAUSE = 0.05
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.size = min(max(options.batch_size, options.min_batch_size), options.max_batch_size) \
             if options.target_batch_ms is not None else options.batch_size
         self.ms_per_row: float | None = None
+        self.extra_pause = 0.0
+        """Seconds added to the pause after each batch, while batches make other sessions wait."""
+        self.ceiling: int | None = None
+        """The size before bystanders shrank it: a fixed-size backfill grows back to it."""
 
-    def record(self, rows: int, elapsed_ms: float) -> None:
+    def blocked(self, sessions: int) -> None:
+        """The last batch made `sessions` other sessions wait (0: none)."""
+        if sessions <= 0:
+            self.extra_pause = 0.0 if self.extra_pause < 0.01 else self.extra_pause / 2
+            if self.ceiling is not None and self.options.target_batch_ms is None:
+                self.size = min(self.ceiling, max(self.size + 1, int(self.size * self.GROWTH)))
+                if self.size >= self.ceiling:
+                    self.ceiling = None
+            return
+        if self.ceiling is None:
+            self.ceiling = self.size
+        self.size = max(self._floor, int(self.size * self.SHRINK))
+        self.extra_pause = min(max(self.extra_pause * 2, self.FIRST_EXTRA_PAUSE), self.MAX_EXTRA_PAUSE)
+
+    @property
+    def _floor(self) -> int:
+        return self.options.min_batch_size if self.options.target_batch_ms is not None else 1
+
+    def record(self, rows: int, elapsed_ms: float, *, blocked: int = 0) -> None:
         target = self.options.target_batch_ms
-        if target is None or rows == 0:
+        if target is None or rows == 0 or blocked:
             return
         per_row = elapsed_ms / rows
         if rows < self.size:  # a short (last) batch is mostly fixed cost: says little about a full one
@@ -143,34 +177,7 @@ class BatchSizer:
         self.size = int(min(max(wanted, self.options.min_batch_size), self.options.max_batch_size))
 
     def shrink(self) -> None:
-        self.size = max(self.options.min_batch_size if self.options.target_batch_ms is not None else 1, self.size // 2)
-
-
-def busy_reason(conn: psycopg.Connection, options: Options) -> str | None:
-    """Why the database counts as busy right now, or None.
-
-    Signals (each off when its option is None): other sessions of this database inside a transaction
-    (`max_active_backends`: a running statement or an open transaction; read from pg_locks, which
-    every role may see, since the import role must not read other sessions' activity), and the
-    longest current lock wait (`max_lock_wait_ms`).
-    """
-    if options.max_active_backends is None and options.max_lock_wait_ms is None:
-        return None
-    active, lock_wait_ms = conn.execute(
-        """
-        SELECT (SELECT count(*) FROM pg_stat_activity a
-                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                  AND EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'virtualxid' AND l.granted)),
-               (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1000), 0)
-                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE NOT l.granted AND a.datname = current_database())
-        """
-    ).fetchone()
-    if options.max_active_backends is not None and active > options.max_active_backends:
-        return f"{active} active backends (limit {options.max_active_backends})"
-    if options.max_lock_wait_ms is not None and lock_wait_ms > options.max_lock_wait_ms:
-        return f"a session has waited {lock_wait_ms:.0f} ms for a lock (limit {options.max_lock_wait_ms} ms)"
-    return None
+        self.size = max(self._floor, self.size // 2)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -275,10 +282,10 @@ class _Progress:
 
 
 def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after: int | None, size: int,
-               run_id: str, recorder: capture.Capture | None) -> tuple[int, int | None, int]:
+               run_id: str, recorder: capture.Capture | None) -> tuple[int, int | None, int, int]:
     """One batch, the before-images of its rows, its checkpoint and audit row in one transaction;
-    returns (rows in the batch, its last key, rows changed). Only the batch's bounds come back to
-    Python, not its keys."""
+    returns (rows in the batch, its last key, rows changed, sessions waiting on its locks just before
+    it commits). Only the batch's bounds come back to Python, not its keys."""
     key = sql.Identifier(plan.key)
     bounds = sql.SQL(
         "SELECT min({key}), max({key}), count(*) FROM "
@@ -288,7 +295,7 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
                            statement_timeout=options.statement_timeout):
         first, last, rows = conn.execute(bounds, {**plan.bind, "_after": after, "_limit": size}).fetchone()
         if not rows:
-            return 0, None, 0
+            return 0, None, 0, 0
         batch = Batch(conn=conn, plan=plan, first_key=first, last_key=last, size=rows, capture=recorder)
         changed = plan.apply(batch)
         if recorder is not None and changed > batch.updated:
@@ -296,10 +303,15 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
                 f"backfill {plan.name}: the batch {plan.key} {first}..{last} reports {changed:,} rows changed but only "
                 f"{batch.updated:,} went through batch.update, which records what it changes for undo; change rows only "
                 "with batch.update. The batch was rolled back.")
+        blocked = throttle.blocked_by_me(conn)
         conn.execute(
             f"""UPDATE {CHECKPOINTS} SET last_key = %s, rows_done = rows_done + %s, batches_done = batches_done + 1,
-                   updated_at = now() WHERE name = %s""",
-            [last, changed, plan.name],
+                   updated_at = now(),
+                   params = CASE WHEN %s > 0 THEN params || jsonb_build_object('last_blocked_batch', jsonb_build_object(
+                                'last_key', %s::bigint, 'rows', %s::int, 'sessions_waiting', %s::int, 'at', now()))
+                            ELSE params END
+               WHERE name = %s""",
+            [last, changed, blocked, last, rows, blocked, plan.name],
         )
         conn.execute(
             f"""INSERT INTO {settings.HR_SCHEMA}.core_auditlog (run_id, source, action, table_name, row_key, after)
@@ -307,26 +319,9 @@ def _run_batch(conn: psycopg.Connection, plan: Plan, options: Options, *, after:
             [run_id, plan.audit_source or f"backfill:{plan.name}", plan.action, plan.changes_table or plan.table,
              f"{plan.changes_key or plan.key} {first}..{last}",
              Jsonb({"backfill": plan.name, "rows_changed": changed, "rows_in_batch": rows,
-                    "first_key": first, "last_key": last, **batch.details})],
+                    "first_key": first, "last_key": last, "sessions_waiting": blocked, **batch.details})],
         )
-    return rows, last, changed
-
-
-def _wait_while_busy(conn: psycopg.Connection, options: Options, name: str, log: Log) -> float:
-    """Sleep while the database is busy; returns seconds paused. Fails after max_busy_wait_seconds."""
-    started = time.monotonic()
-    last_log: float | None = None
-    while (reason := busy_reason(conn, options)) is not None:
-        waited = time.monotonic() - started
-        if last_log is None or waited - last_log >= options.progress_every_seconds:
-            last_log = waited
-            log.info(f"backfill {name}: paused, database busy: {reason}")
-        if waited >= options.max_busy_wait_seconds:
-            raise BackfillError(
-                f"backfill {name}: the database stayed busy for {waited:.0f}s ({reason}); stopped, the checkpoint "
-                "keeps the place: launch it again later")
-        time.sleep(options.busy_pause_seconds)
-    return time.monotonic() - started
+    return rows, last, changed, blocked
 
 
 def run(
@@ -379,7 +374,13 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
         raise BackfillError(
             f"backfill {plan.name}: the undo of its run {undoing} has started and not finished; launch undo_backfill "
             f"again (backfill: {plan.name}, run_id: {undoing}) to finish it before running the backfill again")
+    replicas = throttle.ReplicaWatch.from_environment()
+    standbys = replicas.standbys(conn)  # refuses before anything changes when their lag cannot be read
     total = count_pending(conn, plan, after)
+    if standbys:
+        log.info(f"backfill {plan.name}: the primary streams to {len(standbys)} standby(s) "
+                 f"({', '.join(s.name for s in standbys)}); batches wait while one replays more than "
+                 f"{replicas.max_lag_s:g} s behind ({throttle.MAX_REPLICA_LAG_ENV})")
     log.info(f"backfill {plan.name} on {plan.qualified_table}: {_n(total)} {plan.unit} to change, {where}"
              + (" (restart)" if restart else "") + f"; batch size {options.batch_size:,}, "
              f"target {options.target_batch_ms or '-'} ms, sleep {options.sleep_seconds}s")
@@ -389,13 +390,20 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
         log.info(f"backfill {plan.name}: keeps for undo the {recorder.description}")
     sizer = BatchSizer(options)
     progress = _Progress(plan.name, total, options.progress_every_seconds, log, plan.unit)
+    waiter = throttle.Waiter(options, plan.name, log, replicas)
     consecutive_failures = 0
     try:
         while True:
-            result.paused_s += _wait_while_busy(conn, options, plan.name, log)
+            waiter.wait(conn)
+            result.paused_s, result.replica_paused_s = waiter.paused_s, waiter.replica_paused_s
+            if time.monotonic() - started > options.max_runtime_seconds:
+                result.status = "stopped"
+                log.info(f"backfill {plan.name}: stopped after {duration(time.monotonic() - started)} "
+                         f"(max_runtime_seconds {options.max_runtime_seconds:g}); the next launch resumes after key {after}")
+                break
             batch_started = time.perf_counter()
             try:
-                rows, last, changed = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id,
+                rows, last, changed, blocked = _run_batch(conn, plan, options, after=after, size=sizer.size, run_id=run_id,
                                                  recorder=recorder)
             except RETRYABLE as exc:
                 consecutive_failures += 1
@@ -419,13 +427,19 @@ def _run_locked(conn: psycopg.Connection, backfill: Backfill, options: Options, 
             result.rows_scanned += rows
             result.rows_changed += changed
             result.batch_ms.append(elapsed_ms)
-            sizer.record(rows, elapsed_ms)
+            sizer.record(rows, elapsed_ms, blocked=blocked)
+            sizer.blocked(blocked)
+            if blocked:
+                result.batches_that_blocked += 1
+                result.bystanders_waited += blocked
+                log.info(f"backfill {plan.name}: {blocked} other session(s) waited on the batch ending at key {last}; "
+                         f"next batch {sizer.size:,} rows, pause {options.sleep_seconds + sizer.extra_pause:.2f} s")
             progress.maybe_log(result, sizer.size)
             if options.max_batches is not None and result.batches >= options.max_batches:
                 result.status = "stopped"
                 break
-            if options.sleep_seconds:
-                time.sleep(options.sleep_seconds)
+            if options.sleep_seconds or sizer.extra_pause:
+                time.sleep(options.sleep_seconds + sizer.extra_pause)
     except BaseException as exc:  # killed by Dagster, a bug, a batch that cannot pass: keep the place
         try:
             _finish_checkpoint(conn, plan.name, "failed", error=errors.safe_message(exc)[:2000])
@@ -459,4 +473,5 @@ def _summary(result: Result) -> str:
     return (f"backfill {result.name} {result.status}: {result.rows_changed:,} rows changed in {result.batches:,} batches, "
             f"{result.duration_s:.1f}s ({result.rows_per_second:,.0f} rows/s); batch p50 "
             f"{result.batch_ms_percentile(50):.0f} ms, p99 {result.batch_ms_percentile(99):.0f} ms; "
-            f"{_n(result.rows_left)} rows left; paused {result.paused_s:.1f}s; {result.retries} retries")
+            f"{_n(result.rows_left)} rows left; paused {result.paused_s:.1f}s ({result.replica_paused_s:.1f}s on replica "
+            f"lag); {result.batches_that_blocked} batches made others wait; {result.retries} retries")

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from hrms_pipelines import errors, privacy, settings
-from hrms_pipelines.backfills.registry import Backfill, BackfillError, Batch, Options, Plan
+from hrms_pipelines.backfills.registry import Backfill, BackfillError, BackfillRegistry, Batch, Options, Plan
 from hrms_pipelines.resources import local_transaction
 
 # The HR tables a field backfill may change. Left out on purpose: core_* (audit log, backfill
@@ -342,3 +342,13 @@ def as_backfill(spec: FieldSpec, defaults: Options | None = None) -> Backfill:
         description=f"set {spec.column} = {shown(spec.column, spec.value, table)} on {spec.table}",
         prepare=lambda conn: plan_field_backfill(conn, spec, name=name, sensitive_allowed=sensitive_columns_allowed()),
     )
+
+
+def register(target: BackfillRegistry, name: str, *, spec: FieldSpec, description: str,
+             defaults: Options | None = None) -> Backfill:
+    """Register a declarative field backfill on `target` (validated against the live schema when it
+    runs; code, so personal or pay columns are not limited)."""
+    return target.add(Backfill(
+        name=name, description=description, table=spec.table, defaults=defaults or Options(),
+        prepare=lambda conn: plan_field_backfill(conn, spec, name=name), kind="field",
+    ))

@@ -44,13 +44,18 @@ class ThrottleConfig(dg.Config):
         default=None, description="Busy when a session has waited longer than this for a lock (ms).")
     max_batches: Optional[int] = Field(
         default=None, description="Stop after this many batches; the next launch resumes.")
+    max_runtime_seconds: Optional[float] = Field(
+        default=None, description="Stop after this long (default 4 h, at most 12 h); the next launch resumes.")
+    max_busy_wait_seconds: Optional[float] = Field(
+        default=None, description="Fail (checkpoint kept) after pausing this long in one go (default 600, at most 3600).")
 
     def options(self, defaults: Options, batch_size: Optional[int]) -> Options:
         options = defaults.override(
             batch_size=batch_size, sleep_seconds=self.sleep_seconds, target_batch_ms=self.target_batch_ms,
             statement_timeout=self.statement_timeout, lock_timeout=self.lock_timeout,
             max_active_backends=self.max_active_backends, max_lock_wait_ms=self.max_lock_wait_ms,
-            max_batches=self.max_batches,
+            max_batches=self.max_batches, max_runtime_seconds=self.max_runtime_seconds,
+            max_busy_wait_seconds=self.max_busy_wait_seconds,
         )
         # Switching a throttle off sets its option to None, which override() would skip.
         if not self.adaptive:

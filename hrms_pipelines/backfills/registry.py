@@ -4,7 +4,7 @@ A backfill is either
 - a Python function decorated with `registry.backfill(...)`: it names the table, the SQL predicate
   of rows that still need the change, and gets each batch (its key range, inside the batch's
   transaction) to change set-based, usually through `batch.update("col = expr")`; or
-- a declarative field backfill (`registry.field(...)`, see field.py): table, column, value and a
+- a declarative field backfill (`field.register(registry, ...)`, see field.py): table, column, value and a
   structured filter, checked against the live schema before it runs.
 
 Either way the engine (engine.py) owns the batching: keyset on the primary key, one short
@@ -18,16 +18,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from hrms_pipelines import settings
 
-if TYPE_CHECKING:
-    from hrms_pipelines.backfills.capture import Capture
-    from hrms_pipelines.backfills.field import FieldSpec
+
+class Recorder(Protocol):
+    """What keeps the before-images of a batch's changes (capture.Capture); defined here so that the
+    registry depends on nothing else of the package (registry <- capture, field <- engine <- undo, jobs)."""
+
+    def update(self, batch: Batch, assignments: sql.Composable, values: dict[str, Any],
+               declared: list[str] | tuple[str, ...] | None = None) -> int: ...
 
 
 class BackfillError(Exception):
@@ -69,25 +73,63 @@ class Options:
     """Stop after this many batches (the checkpoint keeps the place for the next launch)."""
     lock_wait: str = "5s"
     """How long to wait for another run of the same backfill to finish before failing."""
+    max_runtime_seconds: float = 4 * 3600.0
+    """Stop (status stopped, the checkpoint keeps the place) once a run has lasted this long, so that
+    one run does not hold the writer pool for a day; the next launch resumes."""
 
     def override(self, **changes: Any) -> Options:
         """These options with every change that is not None applied."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def validate(self) -> None:
+        """Refuse a value past its bound (BOUNDS), naming the limit."""
         problems = []
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
-        if self.sleep_seconds < 0:
-            problems.append(f"sleep_seconds must be >= 0 (got {self.sleep_seconds})")
-        if self.target_batch_ms is not None and self.target_batch_ms < 1:
-            problems.append(f"target_batch_ms must be at least 1 (got {self.target_batch_ms})")
-        if not 1 <= self.min_batch_size <= self.max_batch_size:
-            problems.append(f"need 1 <= min_batch_size <= max_batch_size (got {self.min_batch_size}, {self.max_batch_size})")
-        if self.max_batches is not None and self.max_batches < 1:
-            problems.append(f"max_batches must be at least 1 (got {self.max_batches})")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            number = _seconds(value, name) if name in DURATIONS else value
+            if isinstance(number, str):
+                problems.append(number)
+            elif not low <= number <= high:
+                unit = " s" if name in DURATIONS else ""
+                problems.append(f"{name} must be between {_num(low)}{unit} and {_num(high)}{unit} (got {value})")
+        if not problems and not self.min_batch_size <= self.max_batch_size:
+            problems.append(f"need min_batch_size <= max_batch_size (got {self.min_batch_size}, {self.max_batch_size})")
         if problems:
             raise BackfillError("bad backfill options: " + "; ".join(problems))
+
+
+BOUNDS: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 1_000_000), "sleep_seconds": (0, 60), "target_batch_ms": (1, 10_000),
+    "min_batch_size": (1, 1_000_000), "max_batch_size": (1, 1_000_000),
+    "statement_timeout": (0.001, 300), "lock_timeout": (0.001, 60), "max_retries": (0, 20),
+    "max_active_backends": (0, 10_000), "max_lock_wait_ms": (0, 600_000), "busy_pause_seconds": (0.01, 60),
+    "max_busy_wait_seconds": (0.1, 3600), "progress_every_seconds": (0.1, 3600), "max_batches": (1, 100_000_000),
+    "lock_wait": (0, 600), "max_runtime_seconds": (1, 12 * 3600),
+}
+"""Every numeric knob's (lowest, highest) value: a run past one is refused at launch. The highest
+keep one run from holding the writer pool (and its lock on the backfill) for longer than a night."""
+DURATIONS = frozenset({"statement_timeout", "lock_timeout", "lock_wait"})
+"""Knobs written as PostgreSQL durations ('5s', '500ms', '1min')."""
+_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def _num(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def _seconds(value: str | int | float, name: str) -> float | str:
+    """A PostgreSQL duration in seconds, or a sentence saying why it is not one."""
+    if isinstance(value, (int, float)):
+        return value / 1000  # PostgreSQL reads a bare number as milliseconds
+    text = str(value).strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number):].strip() or "ms"
+    try:
+        return float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        return f"{name} {value!r} is not a duration (e.g. '5s', '500ms', '1min')"
 
 
 @dataclass
@@ -100,7 +142,7 @@ class Batch:
     first_key: int
     last_key: int
     size: int
-    capture: Capture | None = None
+    capture: Recorder | None = None
     """Records the before-image of every row `update` changes (capture.py); None: nothing recorded."""
     updated: int = 0
     """Rows changed through `update` in this batch."""
@@ -247,15 +289,6 @@ class BackfillRegistry:
             return function
 
         return register
-
-    def field(self, name: str, *, spec: FieldSpec, description: str, defaults: Options | None = None) -> Backfill:
-        """Register a declarative field backfill (validated against the live schema when it runs)."""
-        from hrms_pipelines.backfills import field as field_module
-
-        return self.add(Backfill(
-            name=name, description=description, table=spec.table, defaults=defaults or Options(),
-            prepare=lambda conn: field_module.plan_field_backfill(conn, spec, name=name), kind="field",
-        ))
 
     def get(self, name: str) -> Backfill:
         try:
