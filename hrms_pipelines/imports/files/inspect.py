@@ -29,8 +29,7 @@ BOM = codecs.BOM_UTF8
 LISTED = scan_mod.LISTED
 
 
-class LimitExceeded(ImportFileError):
-    """A file over one of the deployment's input limits (nothing was staged)."""
+LimitExceeded = limits_mod.LimitExceeded
 
 
 @dataclass

@@ -8,26 +8,32 @@ numbers the analyst sees in Excel (the header must be in row 1).
 
 Cells become exactly the text a person reads in the cell:
 - numbers: at most 15 significant digits, as Excel shows them (8500.1 -> '8500.1', a stored
-  9350.110000000001 -> '9350.11', 3.0 -> '3'), never a float repr or an exponent;
+  9350.110000000001 -> '9350.11', 3.0 -> '3'), never a float repr or an exponent; in a TEXT column
+  (codes, employee numbers, names: `text_columns`) a number takes the text Excel displays, its number
+  format applied (123 formatted 000000 -> '000123', 244123456 formatted 0000000000 -> '0244123456');
 - date cells -> 'YYYY-MM-DD' (a date-time with a time -> 'YYYY-MM-DD HH:MM:SS', which a date
   column refuses); a number stored as text stays that text ('00123');
-- formulas -> their cached (last calculated) values; a formula without one, or an error value
-  (#DIV/0!, #N/A, ...), is refused naming its cell;
+- formulas -> their cached (last calculated) values; a formula without one (no `<v>`, or an empty
+  `<v/>` as scripts write), or an error value (#DIV/0!, #N/A, ...), is refused naming its cell;
+- a cell of 32,767 characters (Excel's own limit: a cell that long was cut by its writer) is refused
+  naming its cell;
 - booleans -> TRUE / FALSE.
 Refused with a clear message: merged cells (in the header they are the usual sign of several header
 rows), a header that is not in row 1, an empty sheet, a sheet name that does not exist, a file that is
-not really an .xlsx, and parts whose decompressed size exceeds the file limit (a zip bomb).
+not really an .xlsx, parts whose decompressed size exceeds the file limit (a zip bomb), and a sheet
+whose grid (from its `<dimension>` and its cell references, streamed before calamine reads it) would
+take more memory than the file limit or reach past the row limit (`xlsx_parts`).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import math
 import posixpath
 import tempfile
-import xml.parsers.expat
 import zipfile
 from decimal import Decimal
 from xml.etree import ElementTree
@@ -35,15 +41,19 @@ from xml.etree import ElementTree
 import python_calamine
 
 from hrms_pipelines import settings
+from hrms_pipelines.imports import schemas
 from hrms_pipelines.imports.files import limits as limits_mod
-from hrms_pipelines.imports.files import sniff
+from hrms_pipelines.imports.files import sniff, xlsx_parts
 from hrms_pipelines.imports.files.errors import ImportFileError
-from hrms_pipelines.imports.files.source import BLOCK, OpenFile
+from hrms_pipelines.imports.files.source import OpenFile
 
 EXTENSION = ".xlsx"
 SHEET_SEPARATOR = "#"
 OTHER_SPREADSHEETS = (".xls", ".xlsm", ".xlsb", ".ods", ".numbers")
 LISTED = 20
+EXCEL_CELL_CHARS = 32_767           # the most a cell can hold in Excel: a cell that long was cut by its writer
+SMALL_PART_BYTES = 16 * 1024 * 1024  # workbook.xml and its relationships, read whole
+NOT_TEXT_RULES = {schemas.AMOUNT, schemas.LEVEL, schemas.POSITION, schemas.TENURE, schemas.DATE}
 MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
@@ -116,10 +126,16 @@ def _xml(data: bytes, what: str) -> ElementTree.Element:
 def _sheet_parts(archive: zipfile.ZipFile, display: str) -> dict[str, str]:
     """Sheet name -> the worksheet's part in the archive."""
     try:
+        for small in ("xl/workbook.xml", "xl/_rels/workbook.xml.rels"):
+            if archive.getinfo(small).file_size > SMALL_PART_BYTES:
+                raise _fail(f"{display}: the workbook's {small} is {archive.getinfo(small).file_size:,} bytes; a "
+                            f"workbook's list of sheets never needs more than {SMALL_PART_BYTES:,}. Refused.")
         book = _xml(archive.read("xl/workbook.xml"), display)
         rels = _xml(archive.read("xl/_rels/workbook.xml.rels"), display)
     except KeyError as exc:
         raise _fail(f"{display}: not a complete Excel workbook ({exc.args[0]}). Save it again from Excel as .xlsx.") from None
+    except (zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+        raise _fail(f"{display}: the workbook is damaged ({str(exc)[:80]}). Save it again from Excel.") from None
     targets = {r.get("Id"): r.get("Target", "") for r in rels.iter(f"{PKG_REL_NS}Relationship")}
     parts = {}
     for sheet in book.iter(f"{MAIN_NS}sheet"):
@@ -127,51 +143,6 @@ def _sheet_parts(archive: zipfile.ZipFile, display: str) -> dict[str, str]:
         part = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
         parts[sheet.get("name", "")] = part
     return parts
-
-
-def _scan_cells(archive: zipfile.ZipFile, part: str, display: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """Error cells (ref, error) and formula cells without a cached value (ref), streaming the sheet's XML."""
-    errors: list[tuple[str, str]] = []
-    uncalculated: list[str] = []
-    state = {"ref": "", "type": "", "formula": False, "value": False, "in_v": False, "text": []}
-
-    def start(name, attrs):
-        name = name.rsplit(":", 1)[-1]
-        if name == "c":
-            state.update(ref=attrs.get("r", ""), type=attrs.get("t", "n"), formula=False, value=False, text=[])
-        elif name == "f":
-            state["formula"] = True
-        elif name == "v":
-            state["value"] = True
-            state["in_v"] = True
-
-    def end(name):
-        name = name.rsplit(":", 1)[-1]
-        if name == "v":
-            state["in_v"] = False
-        elif name == "c":
-            if state["type"] == "e" and len(errors) < LISTED:
-                errors.append((state["ref"], "".join(state["text"])[:20]))
-            elif state["formula"] and not state["value"] and len(uncalculated) < LISTED:
-                uncalculated.append(state["ref"])
-
-    def text(data):
-        if state["in_v"] and state["type"] == "e":
-            state["text"].append(data)
-
-    def doctype(*_):
-        raise _fail(f"{display}: the worksheet holds a document type declaration; refused.")
-
-    parser = xml.parsers.expat.ParserCreate()
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text
-    parser.StartDoctypeDeclHandler = doctype
-    with archive.open(part) as stream:
-        while chunk := stream.read(BLOCK):
-            parser.Parse(chunk, False)
-        parser.Parse(b"", True)
-    return errors, uncalculated
 
 
 def _ref(ref: str, columns: list[str]) -> str:
@@ -203,6 +174,13 @@ def to_csv(source: OpenFile, display: str, sheet_name: str | None, limits: limit
                 f"{display}: the workbook's parts come to {expanded:,} bytes once decompressed, over the file limit of "
                 f"{limits.file_bytes:,} bytes ({limits_mod.MAX_FILE_BYTES_ENV}). " + limits_mod.how_to_raise(limits_mod.MAX_FILE_BYTES_ENV))
         parts = _sheet_parts(archive, display)
+        found = xlsx_parts.check_parts(archive, display, set(parts.values()))
+        shared_cost = found.shared_strings * xlsx_parts.STRING_BYTES + found.shared_bytes
+        if shared_cost > limits.file_bytes:
+            raise limits_mod.exceeded(
+                f"{display}: the workbook's {found.shared_strings:,} shared strings would take about {shared_cost:,} "
+                f"bytes of memory, over the file limit of {limits.file_bytes:,} bytes ({limits_mod.MAX_FILE_BYTES_ENV}).",
+                limits_mod.MAX_FILE_BYTES_ENV)
         try:
             book = python_calamine.CalamineWorkbook.from_filelike(source.filelike())
         except python_calamine.CalamineError as exc:
@@ -210,6 +188,10 @@ def to_csv(source: OpenFile, display: str, sheet_name: str | None, limits: limit
         with book:
             name = _choose_sheet(book, sheet_name, display)
             label = f"{display} (sheet {settings.excerpt(name, 40)})"
+            part = parts.get(name)
+            # bounds, errors, uncalculated formulas, displayed numbers: before calamine allocates the grid
+            scan = (xlsx_parts.scan_sheet(archive, part, label, found.formats, limits, shared_cost)
+                    if part in archive.namelist() else xlsx_parts.SheetScan())
             sheet = book.get_sheet_by_name(name)
             merged = sheet.merged_cell_ranges or []
             if merged:
@@ -231,14 +213,16 @@ def to_csv(source: OpenFile, display: str, sheet_name: str | None, limits: limit
                 raise ImportFileError(
                     f"{label}: {sheet.height - 1:,} data rows, over the limit of {limits.rows:,} rows "
                     f"({limits_mod.MAX_ROWS_ENV}). " + limits_mod.how_to_raise(limits_mod.MAX_ROWS_ENV))
-            part = parts.get(name)
-            errors, uncalculated = _scan_cells(archive, part, label) if part in archive.namelist() else ([], [])
             out = tempfile.TemporaryFile()
             try:
-                columns = _write_rows(sheet, out, label, limits, first_col)
+                columns = _write_rows(sheet, out, label, limits, first_col, scan)
             except BaseException:
                 out.close()
                 raise
+            finally:
+                if scan.displayed is not None:
+                    scan.displayed.close()
+    errors, uncalculated = scan.errors, scan.uncalculated
     if errors or uncalculated:
         out.close()
         problems = [f"{_ref(ref, columns)} holds the Excel error {settings.excerpt(err, 20)}" for ref, err in errors]
@@ -266,24 +250,65 @@ def _choose_sheet(book, sheet_name: str | None, display: str) -> str:
     raise _fail(f"{display}: the workbook has no visible worksheet.")
 
 
-def _write_rows(sheet, out, label: str, limits: limits_mod.Limits, first_col: int) -> list[str]:
-    """Every row of the sheet as CSV text into `out`; returns the header's cells."""
+@functools.cache
+def text_columns() -> frozenset[str]:
+    """Columns read as text by every file model (codes, employee numbers, names...): a number in
+    them takes the text Excel displays. Columns any model checks as a number or a date are not."""
+    text, other = set(), set()
+    for model in (schemas.LaddersFile, *schemas.ORG_MODELS.values(), schemas.UsersFile, schemas.HistoryFile):
+        for name, column in model.to_schema().columns.items():
+            rules = {check.name for check in column.checks}
+            (other if rules & NOT_TEXT_RULES else text).add(name)
+    return frozenset(text - other)
+
+
+def _normalised(cell: str) -> str:
+    return cell.strip().lstrip("\ufeff").strip().lower().replace(" ", "_")
+
+
+def _write_rows(sheet, out, label: str, limits: limits_mod.Limits, first_col: int,
+                scan: xlsx_parts.SheetScan) -> list[str]:
+    """Every row of the sheet as CSV text into `out`; returns the header's cells. A number in a text
+    column is written as Excel displays it (its number format applied, `scan.displayed`)."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
     writer = csv.writer(text, lineterminator="\n")
     header: list[str] = []
+    textual: set[int] = set()
     limit = limits.cell_bytes
+    displayed = xlsx_parts.displayed_rows(scan)
+    pending = next(displayed, None)
     for number, values in enumerate(sheet.iter_rows(), start=1):
         cells = [cell_text(v) for v in values]
         if number == 1:
             header = [c.strip().lower() for c in cells]
+            textual = {i for i, c in enumerate(cells) if _normalised(c) in text_columns()}
+        while pending is not None and pending[0] < number:
+            pending = next(displayed, None)
+        if pending is not None and pending[0] == number:
+            for index in textual:
+                shown = pending[1].get(first_col + index + 1)
+                if shown is not None and index < len(values) and isinstance(values[index], (int, float)) \
+                        and not isinstance(values[index], bool):
+                    cells[index] = shown
         for index, cell in enumerate(cells):
+            if len(cell) >= EXCEL_CELL_CHARS:
+                raise _fail(
+                    f"{label} {_where(header, first_col, index, number)}: the cell holds {len(cell):,} characters, "
+                    f"Excel's own limit for a cell ({EXCEL_CELL_CHARS:,}): a cell cannot be longer in Excel, so this "
+                    "one was most likely cut by the program that wrote the file. Nothing was written. Export the "
+                    "data as 'CSV UTF-8' instead (a CSV cell has no such limit) and import that file.")
             if len(cell) * 4 > limit and len(cell.encode("utf-8")) > limit:
-                column = header[index] if index < len(header) and header[index] else column_letter(first_col + index)
                 raise ImportFileError(
-                    f"{label} row {number}, column {column} ({column_letter(first_col + index)}{number}): the cell holds "
+                    f"{label} {_where(header, first_col, index, number)}: the cell holds "
                     f"{len(cell.encode('utf-8')):,} bytes, over the limit of {limit:,} bytes per cell "
                     f"({limits_mod.MAX_CELL_BYTES_ENV}). " + limits_mod.how_to_raise(limits_mod.MAX_CELL_BYTES_ENV))
         writer.writerow(cells)
     text.flush()
     text.detach()
     return header
+
+
+def _where(header: list[str], first_col: int, index: int, number: int) -> str:
+    """'row 5, column notes (J5)'."""
+    column = header[index] if index < len(header) and header[index] else column_letter(first_col + index)
+    return f"row {number}, column {column} ({column_letter(first_col + index)}{number})"

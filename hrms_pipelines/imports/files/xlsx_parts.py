@@ -1,0 +1,292 @@
+"""An .xlsx's parts read as streams, BEFORE python-calamine allocates anything for them.
+
+calamine builds a sheet as a dense grid (32 bytes a cell) from its first to its last cell: a 5 KB
+workbook whose one cell sits at GR1000000 asks for 6 GB, and the process dies before any limit is
+checked. So, first:
+
+- every part except the worksheets is decompressed as a stream (zipfile checks its CRC and never
+  yields more than the size the archive declares) and counted: the declared sizes are true;
+- `styles.xml` is streamed for the number formats of the cell styles (a number in a text column
+  takes the text Excel displays, `numfmt`);
+- the chosen worksheet is streamed once (expat, a block at a time): its `<dimension>`, every cell
+  reference (the grid calamine will allocate), error cells, formulas without a cached value, and the
+  displayed text of numbers whose style has a number format, spooled in row order to a 0600 temporary
+  file (memory stays flat however many there are).
+
+A grid, plus the shared strings, over the file limit in memory (HRMS_IMPORT_MAX_FILE_BYTES), or
+more data rows than HRMS_IMPORT_MAX_ROWS, is refused naming the limit before calamine reads the sheet.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import xml.parsers.expat
+import zipfile
+from dataclasses import dataclass, field
+
+from hrms_pipelines.imports.files import limits as limits_mod
+from hrms_pipelines.imports.files import numfmt
+from hrms_pipelines.imports.files.errors import ImportFileError
+from hrms_pipelines.imports.files.source import BLOCK
+
+CELL_BYTES = 32            # calamine's Data: what one cell of the dense grid costs
+STRING_BYTES = 32          # a shared string's own cost, besides its text
+MAX_STYLES = 65_536        # Excel's own limit is 64,000 cell formats
+LISTED = 20
+REF = re.compile(r"^\$?([A-Za-z]{1,3})\$?(\d{1,7})$")
+
+
+def letters_index(letters: str) -> int:
+    index = 0
+    for ch in letters.upper():
+        index = index * 26 + (ord(ch) - 64)
+    return index
+
+
+def _letters(index: int) -> str:
+    letters = ""
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def parse_ref(ref: str) -> tuple[int, int] | None:
+    """'GR1000000' -> (1000000, 200), 1-based; None when it is not a cell reference."""
+    match = REF.match(ref or "")
+    return (int(match.group(2)), letters_index(match.group(1))) if match else None
+
+
+def _parser(doctype_message: str):
+    parser = xml.parsers.expat.ParserCreate()
+
+    def doctype(*_):
+        raise ImportFileError(doctype_message)
+
+    parser.StartDoctypeDeclHandler = doctype
+    return parser
+
+
+def _stream(archive: zipfile.ZipFile, part: str, parser, display: str) -> int:
+    """Feed a part to `parser` (may be None) a block at a time; the bytes it really holds."""
+    size = 0
+    try:
+        with archive.open(part) as stream:
+            while chunk := stream.read(BLOCK):
+                size += len(chunk)
+                if parser is not None:
+                    parser.Parse(chunk, False)
+            if parser is not None:
+                parser.Parse(b"", True)
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        raise ImportFileError(f"{display}: the workbook is damaged ({part}: {str(exc)[:80]}). Save it again from Excel.") from None
+    except xml.parsers.expat.ExpatError as exc:
+        raise ImportFileError(f"{display}: the workbook is damaged ({part} is not well-formed XML: {str(exc)[:80]}). "
+                              "Save it again from Excel.") from None
+    return size
+
+
+@dataclass
+class Parts:
+    formats: list[str | None] = field(default_factory=list)   # style index (s=) -> its number format (None: General)
+    shared_strings: int = 0
+    shared_bytes: int = 0
+
+
+def check_parts(archive: zipfile.ZipFile, display: str, worksheets: set[str]) -> Parts:
+    """Stream every part but the worksheets (sizes, CRCs), reading the styles' number formats and
+    counting the shared strings on the way."""
+    parts = Parts()
+    for info in archive.infolist():
+        name = info.filename
+        if name in worksheets or name.endswith("/"):
+            continue
+        if name.endswith("styles.xml") and name.startswith("xl/"):
+            parts.formats = _styles(archive, name, display)
+        elif name.endswith("sharedStrings.xml") and name.startswith("xl/"):
+            parser = _parser(f"{display}: the shared strings hold a document type declaration; refused.")
+            counter = {"n": 0}
+
+            def start(tag, _attrs, counter=counter):
+                if tag.rsplit(":", 1)[-1] == "si":
+                    counter["n"] += 1
+
+            parser.StartElementHandler = start
+            parts.shared_bytes = _stream(archive, name, parser, display)
+            parts.shared_strings = counter["n"]
+        else:
+            _stream(archive, name, None, display)
+    return parts
+
+
+def _styles(archive: zipfile.ZipFile, part: str, display: str) -> list[str | None]:
+    codes: dict[int, str] = {}
+    xfs: list[int] = []
+    where = {"in_xfs": False}
+
+    def start(tag, attrs):
+        tag = tag.rsplit(":", 1)[-1]
+        if tag == "numFmt" and "numFmtId" in attrs:
+            codes[int(attrs["numFmtId"])] = attrs.get("formatCode", "")
+        elif tag == "cellXfs":
+            where["in_xfs"] = True
+        elif tag == "xf" and where["in_xfs"]:
+            if len(xfs) >= MAX_STYLES:
+                raise ImportFileError(f"{display}: the workbook declares more than {MAX_STYLES:,} cell styles "
+                                      "(Excel allows 64,000); refused.")
+            xfs.append(int(attrs.get("numFmtId", "0") or 0))
+
+    def end(tag):
+        if tag.rsplit(":", 1)[-1] == "cellXfs":
+            where["in_xfs"] = False
+
+    parser = _parser(f"{display}: the styles hold a document type declaration; refused.")
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    _stream(archive, part, parser, display)
+    return [codes.get(i, numfmt.BUILTIN.get(i)) if i else None for i in xfs]
+
+
+@dataclass
+class SheetScan:
+    dimension: tuple[int, int, int, int] | None = None     # first row, first col, last row, last col (1-based)
+    first_row: int = 0
+    first_col: int = 0
+    last_row: int = 0
+    last_col: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)       # (ref, error text)
+    uncalculated: list[str] = field(default_factory=list)             # refs of formulas without a cached value
+    displayed: object = None      # 0600 temp file of 'row<TAB>col<TAB>text' lines, in row order (or None)
+    displayed_count: int = 0
+
+    def grid_cells(self) -> int:
+        rows = max(self.last_row - self.first_row + 1, 0) if self.last_row else 0
+        cols = max(self.last_col - self.first_col + 1, 0) if self.last_col else 0
+        return rows * cols
+
+    def dimension_cells(self) -> int:
+        if self.dimension is None:
+            return 0
+        r1, c1, r2, c2 = self.dimension
+        return max(r2 - r1 + 1, 0) * max(c2 - c1 + 1, 0)
+
+
+def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[str | None],
+               limits: limits_mod.Limits, shared_cost: int) -> SheetScan:
+    """One streaming pass over a worksheet; refuses a grid over the limits as soon as a reference
+    (or the `<dimension>`) shows it, before calamine reads the sheet."""
+    scan = SheetScan()
+    state = {"row": 0, "col": 0, "ref": "", "type": "n", "style": 0, "formula": False, "value": [], "in_v": False,
+             "has_v": False}
+
+    def check(last_row: int, first_row: int, cells: int, what: str) -> None:
+        if last_row - 1 > limits.rows:
+            raise limits_mod.exceeded(
+                f"{label}: {what} reaches row {last_row:,}: more than {limits.rows:,} data rows, over the limit of "
+                f"{limits.rows:,} rows per import file ({limits_mod.MAX_ROWS_ENV}).", limits_mod.MAX_ROWS_ENV)
+        memory = cells * CELL_BYTES + shared_cost
+        if memory > limits.file_bytes:
+            raise limits_mod.exceeded(
+                f"{label}: {what} spans {cells:,} cells; reading it would take about {memory:,} bytes of memory, over "
+                f"the file limit of {limits.file_bytes:,} bytes ({limits_mod.MAX_FILE_BYTES_ENV}). A sheet whose last "
+                "used cell is far below or right of the data (an old value, a stray format) makes a huge grid: delete "
+                "the empty rows and columns after the data and save again.", limits_mod.MAX_FILE_BYTES_ENV)
+
+    def start(tag, attrs):
+        tag = tag.rsplit(":", 1)[-1]
+        if tag == "c":
+            at = parse_ref(attrs.get("r", ""))
+            row, col = at if at else (state["row"] or 1, state["col"] + 1)
+            state.update(row=row, col=col, ref=attrs.get("r", "") or f"{_letters(col)}{row}", type=attrs.get("t", "n"),
+                         style=int(attrs.get("s", "0") or 0), formula=False, value=[], has_v=False)
+            grew = False
+            if not scan.last_row or row > scan.last_row:
+                scan.last_row, grew = row, True
+            if not scan.first_row or row < scan.first_row:
+                scan.first_row, grew = row, True
+            if not scan.last_col or col > scan.last_col:
+                scan.last_col, grew = col, True
+            if not scan.first_col or col < scan.first_col:
+                scan.first_col, grew = col, True
+            if grew:
+                check(scan.last_row, scan.first_row, scan.grid_cells(), f"its cell {state['ref']}")
+        elif tag == "row":
+            number = attrs.get("r")
+            state["row"] = int(number) if number and number.isdigit() else state["row"] + 1
+            state["col"] = 0
+        elif tag == "f":
+            state["formula"] = True
+        elif tag == "v":
+            state["in_v"] = True
+            state["has_v"] = True
+        elif tag == "dimension":
+            ref = attrs.get("ref", "")
+            first, _, last = ref.partition(":")
+            a, b = parse_ref(first), parse_ref(last or first)
+            if a and b:
+                scan.dimension = (a[0], a[1], b[0], b[1])
+                check(b[0], a[0], scan.dimension_cells(), f"the sheet's declared size ({ref})")
+
+    def end(tag):
+        tag = tag.rsplit(":", 1)[-1]
+        if tag == "v":
+            state["in_v"] = False
+        elif tag == "c":
+            value = "".join(state["value"])
+            if state["type"] == "e":
+                if len(scan.errors) < LISTED:
+                    scan.errors.append((state["ref"], value[:20]))
+            elif state["formula"] and not value.strip() and state["type"] != "str":
+                if len(scan.uncalculated) < LISTED:
+                    scan.uncalculated.append(state["ref"])
+            elif state["formula"] and not state["has_v"]:
+                if len(scan.uncalculated) < LISTED:
+                    scan.uncalculated.append(state["ref"])
+            elif state["type"] == "n" and value and 0 < state["style"] < len(formats) and formats[state["style"]]:
+                _display(scan, state["row"], state["col"], value, formats[state["style"]])
+
+    def text(data):
+        if state["in_v"] and len(state["value"]) < 64:
+            state["value"].append(data)
+
+    parser = _parser(f"{label}: the worksheet holds a document type declaration; refused.")
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    _stream(archive, part, parser, label)
+    if scan.displayed is not None:
+        scan.displayed.flush()
+        scan.displayed.seek(0)
+    return scan
+
+
+def _display(scan: SheetScan, row: int, col: int, value: str, code: str) -> None:
+    try:
+        number = float(value)
+    except ValueError:
+        return
+    shown = numfmt.render(number, code)
+    if shown is None:
+        return
+    if scan.displayed is None:
+        scan.displayed = tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="\n")
+    scan.displayed.write(f"{row}\t{col}\t{shown}\n")
+    scan.displayed_count += 1
+
+
+def displayed_rows(scan: SheetScan):
+    """(row, {col: text}) for every row with displayed texts, in row order (1-based rows and columns)."""
+    if scan.displayed is None:
+        return
+    current, cells = None, {}
+    for line in scan.displayed:
+        row, col, shown = line.rstrip("\n").split("\t", 2)
+        row = int(row)
+        if current is not None and row != current:
+            yield current, cells
+            cells = {}
+        current = row
+        cells[int(col)] = shown
+    if current is not None:
+        yield current, cells
