@@ -9,6 +9,7 @@ cells as dates). python-calamine does not expose number formats, hence this modu
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,7 +21,8 @@ CONDITION = re.compile(r"^\[(<=|>=|<>|<|>|=)(-?\d+(?:\.\d+)?)\]")
 LITERAL_CHARS = set("$-+/():!^&'~{}<>= ")
 
 
-def _sections(code: str) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _sections(code: str) -> tuple[str, ...]:
     out, current, quoted, escaped = [], [], False, False
     for ch in code:
         if escaped:
@@ -38,9 +40,10 @@ def _sections(code: str) -> list[str]:
         else:
             current.append(ch)
     out.append("".join(current))
-    return out
+    return tuple(out)
 
 
+@functools.lru_cache(maxsize=1024)
 def _condition(section: str):
     """(condition or None, the section without its brackets) -- colours and locales dropped."""
     condition = None
@@ -81,7 +84,8 @@ def _choose(code: str, value: float) -> tuple[str, bool] | None:
     return numeric[2][1], False
 
 
-def _tokens(section: str) -> list[tuple[str, str]] | None:
+@functools.lru_cache(maxsize=1024)
+def _tokens(section: str) -> tuple[tuple[str, str], ...] | None:
     """('digit', '0'|'#'|'?'), ('point', '.'), ('comma', ','), ('percent', '%'), ('text', ...)."""
     tokens, i = [], 0
     while i < len(section):
@@ -114,7 +118,7 @@ def _tokens(section: str) -> list[tuple[str, str]] | None:
         else:
             return None           # letters (dates, E+, General, @) or anything else: not rendered here
         i += 1
-    return tokens
+    return tuple(tokens)
 
 
 def render(value: float, code: str) -> str | None:

@@ -52,10 +52,24 @@ def _letters(index: int) -> str:
     return letters
 
 
+_COLUMNS: dict[str, int] = {}
+
+
 def parse_ref(ref: str) -> tuple[int, int] | None:
     """'GR1000000' -> (1000000, 200), 1-based; None when it is not a cell reference."""
-    match = REF.match(ref or "")
-    return (int(match.group(2)), letters_index(match.group(1))) if match else None
+    letters = ref.rstrip("0123456789")
+    column = _COLUMNS.get(letters)
+    if column is None:
+        match = REF.match(ref or "")
+        if not match:
+            return None
+        column = letters_index(match.group(1))
+        if len(_COLUMNS) < 20_000:
+            _COLUMNS[letters] = column
+    digits = ref[len(letters):]
+    if not digits or len(digits) > 7 or not digits.isdigit():
+        return None
+    return int(digits), column
 
 
 def _parser(doctype_message: str):
@@ -193,8 +207,10 @@ def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[st
                 "used cell is far below or right of the data (an old value, a stray format) makes a huge grid: delete "
                 "the empty rows and columns after the data and save again.", limits_mod.MAX_FILE_BYTES_ENV)
 
+    local: dict[str, str] = {}
+
     def start(tag, attrs):
-        tag = tag.rsplit(":", 1)[-1]
+        tag = local.get(tag) or local.setdefault(tag, tag.rsplit(":", 1)[-1])
         if tag == "c":
             at = parse_ref(attrs.get("r", ""))
             row, col = at if at else (state["row"] or 1, state["col"] + 1)
@@ -229,7 +245,7 @@ def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[st
                 check(b[0], a[0], scan.dimension_cells(), f"the sheet's declared size ({ref})")
 
     def end(tag):
-        tag = tag.rsplit(":", 1)[-1]
+        tag = local.get(tag) or local.setdefault(tag, tag.rsplit(":", 1)[-1])
         if tag == "v":
             state["in_v"] = False
         elif tag == "c":
@@ -251,6 +267,7 @@ def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[st
             state["value"].append(data)
 
     parser = _parser(f"{label}: the worksheet holds a document type declaration; refused.")
+    parser.buffer_text = True
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = text
