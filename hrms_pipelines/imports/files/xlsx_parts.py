@@ -119,19 +119,31 @@ def check_parts(archive: zipfile.ZipFile, display: str, worksheets: set[str]) ->
         if name.endswith("styles.xml") and name.startswith("xl/"):
             parts.formats = _styles(archive, name, display)
         elif name.endswith("sharedStrings.xml") and name.startswith("xl/"):
-            parser = _parser(f"{display}: the shared strings hold a document type declaration; refused.")
-            counter = {"n": 0}
-
-            def start(tag, _attrs, counter=counter):
-                if tag.rsplit(":", 1)[-1] == "si":
-                    counter["n"] += 1
-
-            parser.StartElementHandler = start
-            parts.shared_bytes = _stream(archive, name, parser, display)
-            parts.shared_strings = counter["n"]
+            parts.shared_bytes, parts.shared_strings = _count_strings(archive, name, display)
         else:
             _stream(archive, name, None, display)
     return parts
+
+
+SI = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?si[\s/>]")
+
+
+def _count_strings(archive: zipfile.ZipFile, part: str, display: str) -> tuple[int, int]:
+    """(bytes, strings) of the shared strings part, counted on the raw stream (an <si> each)."""
+    size = count = 0
+    tail = b""
+    try:
+        with archive.open(part) as stream:
+            while chunk := stream.read(BLOCK):
+                size += len(chunk)
+                if b"<!DOCTYPE" in tail + chunk:
+                    raise ImportFileError(f"{display}: the shared strings hold a document type declaration; refused.")
+                window = tail + chunk      # a tag cut between two blocks is counted once, in the second
+                count += sum(1 for match in SI.finditer(window) if match.end() > len(tail))
+                tail = window[-64:]
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        raise ImportFileError(f"{display}: the workbook is damaged ({part}: {str(exc)[:80]}). Save it again from Excel.") from None
+    return size, count
 
 
 def _styles(archive: zipfile.ZipFile, part: str, display: str) -> list[str | None]:
@@ -191,8 +203,6 @@ def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[st
     """One streaming pass over a worksheet; refuses a grid over the limits as soon as a reference
     (or the `<dimension>`) shows it, before calamine reads the sheet."""
     scan = SheetScan()
-    state = {"row": 0, "col": 0, "ref": "", "type": "n", "style": 0, "formula": False, "value": [], "in_v": False,
-             "has_v": False}
 
     def check(last_row: int, first_row: int, cells: int, what: str) -> None:
         if last_row - 1 > limits.rows:
@@ -208,34 +218,30 @@ def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[st
                 "the empty rows and columns after the data and save again.", limits_mod.MAX_FILE_BYTES_ENV)
 
     local: dict[str, str] = {}
+    cell = {"ref": "", "t": "n", "s": None, "formula": False, "has_v": False}
+    value: list[str] = []
+    at = [0, 0, False]          # row, column of the current cell; inside <v>
 
     def start(tag, attrs):
         tag = local.get(tag) or local.setdefault(tag, tag.rsplit(":", 1)[-1])
         if tag == "c":
-            at = parse_ref(attrs.get("r", ""))
-            row, col = at if at else (state["row"] or 1, state["col"] + 1)
-            state.update(row=row, col=col, ref=attrs.get("r", "") or f"{_letters(col)}{row}", type=attrs.get("t", "n"),
-                         style=int(attrs.get("s", "0") or 0), formula=False, value=[], has_v=False)
-            grew = False
-            if not scan.last_row or row > scan.last_row:
-                scan.last_row, grew = row, True
-            if not scan.first_row or row < scan.first_row:
-                scan.first_row, grew = row, True
-            if not scan.last_col or col > scan.last_col:
-                scan.last_col, grew = col, True
-            if not scan.first_col or col < scan.first_col:
-                scan.first_col, grew = col, True
-            if grew:
-                check(scan.last_row, scan.first_row, scan.grid_cells(), f"its cell {state['ref']}")
+            ref = attrs.get("r", "")
+            parsed = parse_ref(ref) if ref else None
+            row, col = parsed if parsed else (at[0] or 1, at[1] + 1)
+            at[0], at[1] = row, col
+            cell["ref"], cell["t"], cell["s"] = ref, attrs.get("t", "n"), attrs.get("s")
+            cell["formula"] = cell["has_v"] = False
+            value.clear()
+            if row > scan.last_row or col > scan.last_col or row < scan.first_row or col < scan.first_col:
+                _grow(row, col, ref or f"{_letters(col)}{row}")
+        elif tag == "v":
+            at[2] = cell["has_v"] = True
+        elif tag == "f":
+            cell["formula"] = True
         elif tag == "row":
             number = attrs.get("r")
-            state["row"] = int(number) if number and number.isdigit() else state["row"] + 1
-            state["col"] = 0
-        elif tag == "f":
-            state["formula"] = True
-        elif tag == "v":
-            state["in_v"] = True
-            state["has_v"] = True
+            at[0] = int(number) if number and number.isdigit() else at[0] + 1
+            at[1] = 0
         elif tag == "dimension":
             ref = attrs.get("ref", "")
             first, _, last = ref.partition(":")
@@ -244,27 +250,42 @@ def scan_sheet(archive: zipfile.ZipFile, part: str, label: str, formats: list[st
                 scan.dimension = (a[0], a[1], b[0], b[1])
                 check(b[0], a[0], scan.dimension_cells(), f"the sheet's declared size ({ref})")
 
+    def _grow(row: int, col: int, ref: str) -> None:
+        scan.last_row = max(scan.last_row, row)
+        scan.first_row = min(scan.first_row or row, row)
+        scan.last_col = max(scan.last_col, col)
+        scan.first_col = min(scan.first_col or col, col)
+        check(scan.last_row, scan.first_row, scan.grid_cells(), f"its cell {ref}")
+
     def end(tag):
         tag = local.get(tag) or local.setdefault(tag, tag.rsplit(":", 1)[-1])
         if tag == "v":
-            state["in_v"] = False
+            at[2] = False
         elif tag == "c":
-            value = "".join(state["value"])
-            if state["type"] == "e":
+            kind = cell["t"]
+            if kind == "n" and not cell["formula"]:
+                style = cell["s"]
+                if style and value:
+                    index = int(style)
+                    if 0 < index < len(formats) and formats[index]:
+                        _display(scan, at[0], at[1], "".join(value), formats[index])
+                return
+            text_value = "".join(value)
+            ref = cell["ref"] or f"{_letters(at[1])}{at[0]}"
+            if kind == "e":
                 if len(scan.errors) < LISTED:
-                    scan.errors.append((state["ref"], value[:20]))
-            elif state["formula"] and not value.strip() and state["type"] != "str":
+                    scan.errors.append((ref, text_value[:20]))
+            elif cell["formula"] and (not cell["has_v"] or (not text_value.strip() and kind != "str")):
                 if len(scan.uncalculated) < LISTED:
-                    scan.uncalculated.append(state["ref"])
-            elif state["formula"] and not state["has_v"]:
-                if len(scan.uncalculated) < LISTED:
-                    scan.uncalculated.append(state["ref"])
-            elif state["type"] == "n" and value and 0 < state["style"] < len(formats) and formats[state["style"]]:
-                _display(scan, state["row"], state["col"], value, formats[state["style"]])
+                    scan.uncalculated.append(ref)
+            elif kind == "n" and cell["s"] and text_value:
+                index = int(cell["s"])
+                if 0 < index < len(formats) and formats[index]:
+                    _display(scan, at[0], at[1], text_value, formats[index])
 
     def text(data):
-        if state["in_v"] and len(state["value"]) < 64:
-            state["value"].append(data)
+        if at[2] and len(value) < 64:
+            value.append(data)
 
     parser = _parser(f"{label}: the worksheet holds a document type declaration; refused.")
     parser.buffer_text = True
