@@ -192,3 +192,17 @@ def test_a_cell_at_excels_own_limit_is_refused_naming_its_cell(hrms_db, database
             "limit for a cell (32,767)") in str(error.value)
     assert "xxxxxxxx" not in str(error.value)
     assert checksums(database_url) == before
+
+
+def test_a_sheet_whose_part_cannot_be_found_is_refused_not_read_unscanned(tmp_path):
+    path = raw_workbook(tmp_path / "users.xlsx", HEADER_ROW + '<row r="2"><c r="A2" t="inlineStr"><is><t>a@b.c</t></is></c></row>')
+    with zipfile.ZipFile(path) as archive:
+        parts = {n: archive.read(n) for n in archive.namelist()}
+    assert inspect_file(path).rows == 1
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        b'Target="worksheets/sheet1.xml"', b'Target="worksheets/nowhere.xml"')
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    with pytest.raises(ImportFileError, match=r"the workbook does not say where this sheet is stored"):
+        inspect_file(path)

@@ -190,35 +190,23 @@ def to_csv(source: OpenFile, display: str, sheet_name: str | None, limits: limit
             label = f"{display} (sheet {settings.excerpt(name, 40)})"
             part = parts.get(name)
             # bounds, errors, uncalculated formulas, displayed numbers: before calamine allocates the grid
-            scan = (xlsx_parts.scan_sheet(archive, part, label, found.formats, limits, shared_cost)
-                    if part in archive.namelist() else xlsx_parts.SheetScan())
-            sheet = book.get_sheet_by_name(name)
-            merged = sheet.merged_cell_ranges or []
-            if merged:
-                shown = ", ".join(f"{column_letter(a[1])}{a[0] + 1}:{column_letter(b[1])}{b[0] + 1}" for a, b in merged[:LISTED])
-                in_header = any(a[0] == 0 for a, _ in merged)
-                raise _fail(
-                    f"{label}: merged cells are not supported ({shown}). "
-                    + ("Merged header cells usually mean several header rows: keep ONE header row, in row 1, with one "
-                       "column name per cell. " if in_header else "Each cell must hold its own value. ")
-                    + "Unmerge the cells (Home > Merge & Center > Unmerge Cells) and import again.")
-            if sheet.start is None:
-                raise _fail(f"{label}: the sheet is empty; it needs a header row (row 1) and at least one data row.")
-            first_row, first_col = sheet.start
-            if first_row > 0:
-                raise _fail(f"{label}: row 1 is empty; the column names must be in row 1 (the first filled row is "
-                            f"{first_row + 1}). Delete the rows above the header (a title row or several header rows "
-                            "are not supported) and import again.")
-            if sheet.height - 1 > limits.rows:
-                raise ImportFileError(
-                    f"{label}: {sheet.height - 1:,} data rows, over the limit of {limits.rows:,} rows "
-                    f"({limits_mod.MAX_ROWS_ENV}). " + limits_mod.how_to_raise(limits_mod.MAX_ROWS_ENV))
-            out = tempfile.TemporaryFile()
+            if part not in archive.namelist():   # never let calamine read a sheet that was not scanned
+                raise _fail(f"{label}: the workbook does not say where this sheet is stored (its part {settings.excerpt(part, 60)} "
+                            "is missing). Save it again from Excel as .xlsx.")
+            scan = xlsx_parts.scan_sheet(archive, part, label, found.formats, limits, shared_cost)
             try:
-                columns = _write_rows(sheet, out, label, limits, first_col, scan)
-            except BaseException:
-                out.close()
-                raise
+                try:
+                    sheet = book.get_sheet_by_name(name)
+                except python_calamine.CalamineError as exc:
+                    raise _fail(f"{label}: the sheet cannot be read ({settings.excerpt(exc, 80)}). Save the workbook "
+                                "again from Excel as .xlsx.") from None
+                _check_sheet(sheet, label, limits)
+                out = tempfile.TemporaryFile()
+                try:
+                    columns = _write_rows(sheet, out, label, limits, sheet.start[1], scan)
+                except BaseException:
+                    out.close()
+                    raise
             finally:
                 if scan.displayed is not None:
                     scan.displayed.close()
@@ -231,6 +219,30 @@ def to_csv(source: OpenFile, display: str, sheet_name: str | None, limits: limit
                     "Correct the formulas (or replace them by their values); a workbook written by a program that does "
                     "not calculate formulas must be opened and saved in Excel first. Then import again.")
     return OpenFile(out.fileno(), f"{display} as CSV", owner=out), name
+
+
+def _check_sheet(sheet, label: str, limits: limits_mod.Limits) -> None:
+    """Merged cells, an empty sheet, a header not in row 1, too many rows: refused."""
+    merged = sheet.merged_cell_ranges or []
+    if merged:
+        shown = ", ".join(f"{column_letter(a[1])}{a[0] + 1}:{column_letter(b[1])}{b[0] + 1}" for a, b in merged[:LISTED])
+        in_header = any(a[0] == 0 for a, _ in merged)
+        raise _fail(
+            f"{label}: merged cells are not supported ({shown}). "
+            + ("Merged header cells usually mean several header rows: keep ONE header row, in row 1, with one "
+               "column name per cell. " if in_header else "Each cell must hold its own value. ")
+            + "Unmerge the cells (Home > Merge & Center > Unmerge Cells) and import again.")
+    if sheet.start is None:
+        raise _fail(f"{label}: the sheet is empty; it needs a header row (row 1) and at least one data row.")
+    first_row, _ = sheet.start
+    if first_row > 0:
+        raise _fail(f"{label}: row 1 is empty; the column names must be in row 1 (the first filled row is "
+                    f"{first_row + 1}). Delete the rows above the header (a title row or several header rows "
+                    "are not supported) and import again.")
+    if sheet.height - 1 > limits.rows:
+        raise ImportFileError(
+            f"{label}: {sheet.height - 1:,} data rows, over the limit of {limits.rows:,} rows "
+            f"({limits_mod.MAX_ROWS_ENV}). " + limits_mod.how_to_raise(limits_mod.MAX_ROWS_ENV))
 
 
 def _choose_sheet(book, sheet_name: str | None, display: str) -> str:
