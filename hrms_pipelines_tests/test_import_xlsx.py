@@ -206,3 +206,24 @@ def test_a_sheet_whose_part_cannot_be_found_is_refused_not_read_unscanned(tmp_pa
             archive.writestr(name, data)
     with pytest.raises(ImportFileError, match=r"the workbook does not say where this sheet is stored"):
         inspect_file(path)
+
+
+@pytest.mark.parametrize("target, extra", [
+    ("worksheets/../worksheets/sheet1.xml", None),          # calamine would look the literal path up
+    ("/xl/worksheets/sheet1.xml", "xl/xl/worksheets/sheet1.xml"),
+    ("worksheets/sheet1.xml", "xl/worksheets/sheet1.xml"),  # the same name twice in the archive
+])
+def test_a_sheet_path_readers_could_resolve_differently_is_refused(tmp_path, target, extra):
+    """A bomb hidden where calamine would look while the scan looks elsewhere: refused."""
+    path = raw_workbook(tmp_path / "users.xlsx", HEADER_ROW)
+    with zipfile.ZipFile(path) as archive:
+        parts = [(n, archive.read(n)) for n in archive.namelist()]
+    parts = [(n, d.replace(b'Target="worksheets/sheet1.xml"', f'Target="{target}"'.encode())
+              if n == "xl/_rels/workbook.xml.rels" else d) for n, d in parts]
+    if extra:
+        parts.append((extra, parts[-1][1]))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts:
+            archive.writestr(name, data)
+    with pytest.raises(ImportFileError, match="unusual path|two parts under the same name"):
+        inspect_file(path)

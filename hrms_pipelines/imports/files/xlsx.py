@@ -33,6 +33,7 @@ import functools
 import io
 import math
 import posixpath
+import re
 import tempfile
 import zipfile
 from decimal import Decimal
@@ -53,6 +54,7 @@ OTHER_SPREADSHEETS = (".xls", ".xlsm", ".xlsb", ".ods", ".numbers")
 LISTED = 20
 EXCEL_CELL_CHARS = 32_767           # the most a cell can hold in Excel: a cell that long was cut by its writer
 SMALL_PART_BYTES = 16 * 1024 * 1024  # workbook.xml and its relationships, read whole
+SIMPLE_TARGET = re.compile(r"^/?([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\.xml$")
 NOT_TEXT_RULES = {schemas.AMOUNT, schemas.LEVEL, schemas.POSITION, schemas.TENURE, schemas.DATE}
 MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -136,11 +138,22 @@ def _sheet_parts(archive: zipfile.ZipFile, display: str) -> dict[str, str]:
         raise _fail(f"{display}: not a complete Excel workbook ({exc.args[0]}). Save it again from Excel as .xlsx.") from None
     except (zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
         raise _fail(f"{display}: the workbook is damaged ({str(exc)[:80]}). Save it again from Excel.") from None
+    names = archive.namelist()
+    if len(set(names)) != len(names):
+        raise _fail(f"{display}: the workbook holds two parts under the same name, which no spreadsheet program "
+                    "writes (readers disagree on which one counts). Refused; save it again from Excel.")
     targets = {r.get("Id"): r.get("Target", "") for r in rels.iter(f"{PKG_REL_NS}Relationship")}
+    present = set(names)
     parts = {}
     for sheet in book.iter(f"{MAIN_NS}sheet"):
         target = targets.get(sheet.get(f"{REL_NS}id"), "")
         part = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
+        # the part this reader scans must be the part calamine reads: a plain path, one way to read it
+        readings = {target.lstrip("/"), posixpath.join("xl", target.lstrip("/")), part} & present
+        if not SIMPLE_TARGET.match(target) or len(readings) > 1:
+            raise _fail(f"{display}: the sheet {settings.excerpt(sheet.get('name', ''), 40)} is stored under an unusual "
+                        f"path ({settings.excerpt(target, 60)}) that readers may resolve differently. Refused; save the "
+                        "workbook again from Excel.")
         parts[sheet.get("name", "")] = part
     return parts
 
