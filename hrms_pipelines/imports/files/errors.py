@@ -173,7 +173,7 @@ class RejectReport:
         columns = self._columns()
         with io.TextIOWrapper(settings.create_private_file(self.path), newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
-            writer.writerow(REJECT_FIXED_HEADERS + columns)
+            writer.writerow(REJECT_FIXED_HEADERS + [neutralise(c) for c in columns])   # source column names are input too
             for name, spool in self._spools.items():
                 info = self._sources.get(name)
                 targets = [columns.index(c) for c in getattr(info, "columns", [])]

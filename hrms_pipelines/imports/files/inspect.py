@@ -21,15 +21,15 @@ from hrms_pipelines import settings
 from hrms_pipelines.imports.files import limits as limits_mod
 from hrms_pipelines.imports.files import scan as scan_mod
 from hrms_pipelines.imports.files import sniff, xlsx
-from hrms_pipelines.imports.files.errors import ImportFileError
+from hrms_pipelines.imports.files import header as header_mod
+from hrms_pipelines.imports.files.errors import ImportFileError, Reject, RejectReport
 from hrms_pipelines.imports.files.source import OpenFile
 
 BOM = codecs.BOM_UTF8
 LISTED = scan_mod.LISTED
 
 
-class LimitExceeded(ImportFileError):
-    """A file over one of the deployment's input limits (nothing was staged)."""
+LimitExceeded = limits_mod.LimitExceeded
 
 
 @dataclass
@@ -200,12 +200,16 @@ def _inspect(path, display, file_name, sheet, source: OpenFile, prefix_size, lim
         raise ImportFileError(f"{display}: row 1 is blank; the column names (header) must be in row 1.") from None
     header = _cells(data, scan.start, scan.header_end)
     columns = [normalise_header(c) or f"(blank column {xlsx.column_letter(i)})" for i, c in enumerate(header)]
-    problems = _structure_problems(scan, columns)
+    problems = _structure_problems(scan, _nameable(columns))
     if problems:
         listed = "\n  - ".join(problems)
         raise ImportFileError(f"{display}: the CSV structure is broken; nothing was written:\n  - {listed}\n"
                               "Fix the file (a spreadsheet shows these rows and columns) and import again.")
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates and _nameable(columns) is not columns:
+        raise ImportFileError(f"{display}: row 1 does not look like a header: {header_mod.describe(header)}; it "
+                              "repeats cells and holds data-shaped cells (an export without its header row?). "
+                              "Add the header row and import again.")
     if duplicates:
         raise ImportFileError(f"{display}: row 1 (header) names column(s) "
                               f"{', '.join(settings.excerpt(d, 40) for d in duplicates[:LISTED])} more than once.")
@@ -257,7 +261,15 @@ def _header(scan: scan_mod.CsvScan, data: OpenFile) -> list[str]:
     """The header's column names once the scan has passed it (else none: columns are named by letter)."""
     if not scan.header_done:
         return []
-    return [normalise_header(c) for c in _cells(data, scan.start, scan.header_end)]
+    return _nameable([normalise_header(c) for c in _cells(data, scan.start, scan.header_end)])
+
+
+def _nameable(columns: list[str]) -> list[str]:
+    """The header's names for messages; when row 1 holds data-shaped cells (a person, not column
+    names), columns are named by position only ('#2'), never by what row 1 says."""
+    if any(header_mod.data_shaped(c) for c in columns):
+        return [f"#{i + 1}" for i in range(len(columns))]
+    return columns
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -322,18 +334,23 @@ def _structure_problems(scan: scan_mod.CsvScan, columns: list[str]) -> list[str]
 
 
 def check_columns(info: FileInfo, required: tuple[str, ...] | list[str], known: tuple[str, ...] | list[str],
-                  warn: Callable[[str], None]) -> None:
-    """Missing or misspelled required columns fail, naming the nearest column found; extra ones warn."""
+                  warn: Callable[[str], None], rejects: RejectReport | None = None) -> None:
+    """Missing or misspelled required columns fail, naming the nearest column found; extra ones warn.
+
+    A row 1 that does not look like a header (an export without its header row: row 1 is a person)
+    is described by the shape of its cells only; the row itself goes to `rejects`' 0600 file."""
     missing = [c for c in required if c not in info.columns]
+    hint = ""
+    if missing and all(c in info.second_row for c in missing):
+        hint = (" Row 2 holds the column names: several header rows (or a title row above the header) are not "
+                "supported; delete the rows above the column names so that they are in row 1.")
+    if missing and not header_mod.looks_like_header(info.columns, known):
+        raise _not_a_header(info, known, rejects, hint)
     if missing:
         problems = []
         for column in missing:
             near = difflib.get_close_matches(column, [c for c in info.columns if c not in known], n=1, cutoff=0.6)
             problems.append(f"'{column}'" + (f" (found {settings.excerpt(near[0])}: misspelled?)" if near else ""))
-        hint = ""
-        if all(c in info.second_row for c in missing):
-            hint = (" Row 2 holds the column names: several header rows (or a title row above the header) are not "
-                    "supported; delete the rows above the column names so that they are in row 1.")
         raise ImportFileError(
             f"{info.name}: row 1 (header) is missing required column(s) {', '.join(problems)}. "
             f"Expected columns: {', '.join(known)}. Found (excerpt): {settings.excerpt(','.join(info.columns), 80)}.{hint}"
@@ -344,3 +361,16 @@ def check_columns(info: FileInfo, required: tuple[str, ...] | list[str], known: 
              f"(known columns: {', '.join(known)})")
 
 
+def _not_a_header(info: FileInfo, known, rejects: RejectReport | None, hint: str) -> ImportFileError:
+    cells = info.columns
+    if info.data is not None and not info.data.closed and info.header_end > info.data_start:
+        cells = _cells(info.data, info.data_start, info.header_end) or cells
+    message = f"{info.name}: {header_mod.not_a_header_message(info.name, cells, known)}{hint}"
+    if rejects is None or rejects.path is None:
+        return ImportFileError(message)
+    rejects.attach(info)
+    rejects.add(Reject(info.name, 1, None, None, "does not look like a header (an export without its header row?): "
+                       f"{header_mod.describe(cells)}"))
+    rejects.close()
+    return ImportFileError(f"{message}\nRow 1 is listed in full in {rejects.path} (readable by the service user only).",
+                           rejects)

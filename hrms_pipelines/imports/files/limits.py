@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from hrms_pipelines.imports.files.errors import ImportFileError
+
 MAX_CELL_BYTES_ENV = "HRMS_IMPORT_MAX_CELL_BYTES"
 MAX_FILE_BYTES_ENV = "HRMS_IMPORT_MAX_FILE_BYTES"
 MAX_ROWS_ENV = "HRMS_IMPORT_MAX_ROWS"
@@ -54,3 +56,11 @@ def current() -> Limits:
 def how_to_raise(env: str) -> str:
     return (f"Nothing was written. Split the file, or have the operator raise {env} in the deployment's "
             "environment (it is not a run-config option) and run the import again.")
+
+
+class LimitExceeded(ImportFileError):
+    """A file over one of the deployment's input limits (nothing was staged)."""
+
+
+def exceeded(message: str, env: str) -> LimitExceeded:
+    return LimitExceeded(f"{message} {how_to_raise(env)}")
