@@ -38,8 +38,10 @@ from hrms_pipelines.migrations.files import Migration, MigrationError, check_app
 LEDGER = f"{settings.META_SCHEMA}.migration_ledger"
 DEFAULT_RUNNER_WAIT = "5min"
 
+# The administrator's bootstrap creates the schema (CREATE SCHEMA IF NOT EXISTS would need CREATE on
+# the database even when it exists, which the migrator does not hold).
 LEDGER_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS {settings.META_SCHEMA};
+DO $$ BEGIN IF pg_catalog.to_regnamespace('{settings.META_SCHEMA}') IS NULL THEN CREATE SCHEMA {settings.META_SCHEMA}; END IF; END $$;
 CREATE TABLE IF NOT EXISTS {LEDGER} (
     app          text        NOT NULL,
     version      text        NOT NULL CHECK (version ~ '^[0-9]{{4}}$'),
