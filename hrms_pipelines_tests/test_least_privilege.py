@@ -247,3 +247,31 @@ def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(
                 match="must be owner")
     finally:
         drop_database(pg_admin_url, name)
+
+
+def test_the_importer_cannot_read_password_hashes_nor_create_accounts_nor_grant_permissions(database_url):
+    """Issue 17 item 7: the import stages write no access control (the seed writes it as the
+    migrator), so PostgreSQL refuses the importer every part of it (core/0005)."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("INSERT INTO hrms.core_role (code, name) VALUES ('clerk', 'Clerk')")
+        admin.execute("INSERT INTO hrms.core_permission (code, name) VALUES ('payroll.view', 'View payroll')")
+        admin.execute("INSERT INTO hrms.core_useraccount (username, email, password_hash) "
+                      "VALUES ('ann', 'ann@example.org', '$argon2id$x')")
+        before = admin.execute("SELECT (SELECT count(*) FROM hrms.core_rolepermission), "
+                               "(SELECT array_agg(is_superuser) FROM hrms.core_useraccount)").fetchone()
+    for statement in (
+        "SELECT password_hash FROM hrms.core_useraccount",
+        "SELECT id FROM hrms.core_useraccount",
+        "UPDATE hrms.core_useraccount SET is_superuser = true",
+        "INSERT INTO hrms.core_useraccount (username, email, password_hash, is_superuser) "
+        "VALUES ('eve', 'eve@example.org', '$argon2id$x', true)",
+        "INSERT INTO hrms.core_rolepermission (role_id, permission_id) "
+        "SELECT r.id, p.id FROM hrms.core_role r, hrms.core_permission p",
+        "INSERT INTO hrms.core_rolepermission (role_id, permission_id) VALUES (1, 1)",
+        "UPDATE hrms.core_role SET code = 'admin'",
+        "INSERT INTO hrms.core_permission (code, name) VALUES ('all.all', 'All')",
+    ):
+        refused(database_url, IMPORTER, statement, match="permission denied")
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        assert admin.execute("SELECT (SELECT count(*) FROM hrms.core_rolepermission), "
+                             "(SELECT array_agg(is_superuser) FROM hrms.core_useraccount)").fetchone() == before

@@ -39,3 +39,9 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The importer: nothing of access control. The import stages write employees, never login accounts,
+-- roles or their permissions; the seed writes those as the migrator (hrms_pipelines.seeding.loader).
+-- So the importer can neither read a password hash, nor create or promote an application account,
+-- nor grant a permission.
+REVOKE ALL ON hrms.core_useraccount, hrms.core_role, hrms.core_permission, hrms.core_rolepermission FROM hrms_importer;
