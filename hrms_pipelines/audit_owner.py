@@ -40,7 +40,7 @@ BEGIN
         RETURN;  -- a schema an administrator made (a superuser's test run): the migrator owns nothing in it
     END IF;
     IF pg_catalog.to_regclass('hrms.core_auditlog') IS NULL
-       OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass('hrms.core_auditlog'))
+       OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('hrms.core_auditlog'))
           OPERATOR(pg_catalog.<>) 'p' THEN
         RAISE EXCEPTION 'hrms.core_auditlog is not the partitioned audit log' USING ERRCODE = 'wrong_object_type';
     END IF;
@@ -133,7 +133,7 @@ BEGIN
         EXECUTE pg_catalog.format('WITH moved AS (DELETE FROM %s WHERE created_at OPERATOR(pg_catalog.>=) $1 '
                                   'AND created_at OPERATOR(pg_catalog.<) $2 RETURNING *) INSERT INTO %s SELECT * FROM moved',
                                   v_default, v_child) USING p_start, p_end;
-        GET DIAGNOSTICS v_moved = ROW_COUNT;
+        GET DIAGNOSTICS v_moved := ROW_COUNT;
     END IF;
     EXECUTE pg_catalog.format('ALTER TABLE hrms.core_auditlog ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
                               v_child, p_start, p_end);
