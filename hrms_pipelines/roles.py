@@ -7,10 +7,13 @@
 | restorer   | hrms_restorer   | replace rows of the tables an import stage backs up (restore, undo) |
 | reader     | hrms_reader     | SELECT (checks, sensors, reports); INSERT of failure alerts          |
 
-The audit log is INSERT-only for every one of them (the migrator, its owner, is stopped by
-triggers). What each role may do on each table is granted by the migrations (core/0003); this module
-creates the roles themselves, which needs an administrator (the superuser of the embedded server, or
-the managed service's admin role), and refuses any connection that is more privileged than its duty.
+The audit log is INSERT-only for every one of them: it belongs to hrms_audit_owner, a NOLOGIN role
+no duty is a member of (core/0005, hrms_pipelines.audit_owner), and triggers refuse UPDATE, DELETE and
+TRUNCATE. What each role may do on each table is granted by the migrations (core/0003, core/0005);
+this module creates the roles and the schemas, which needs an administrator (the superuser of the
+embedded server, or the managed service's admin role), and refuses any connection that is more
+privileged than its duty. Every administrative session pins its search_path (pin_search_path) and
+the SQL it runs is qualified: nothing a migration can create is ever called by an administrator.
 
 Where each duty connects (deployment configuration, read from the environment):
 - `HRMS_<DUTY>_URL` (e.g. HRMS_IMPORTER_URL): a full URL for that duty, used as given;
