@@ -59,7 +59,7 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO hrms_audit_owner', r.routine);
     END LOOP;
     -- What each role may do on it, now granted by its owner: the migrator reads and appends (and has
-    -- no grant option), nobody updates, deletes or truncates (the owner neither: its own functions
+    -- no grant option; SELECT on each partition too), nobody updates, deletes or truncates (the owner neither: its own functions
     -- only move rows out of the default partition, which the append-only trigger checks).
     IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) 'hrms.core_auditlog'::pg_catalog.regclass)
        OPERATOR(pg_catalog.=) 'hrms_audit_owner'::pg_catalog.regrole THEN
@@ -72,7 +72,9 @@ BEGIN
                    AND c.relowner OPERATOR(pg_catalog.=) 'hrms_audit_owner'::pg_catalog.regrole LOOP
             EXECUTE pg_catalog.format('REVOKE UPDATE, DELETE, TRUNCATE ON %s FROM PUBLIC, hrms_audit_owner', r.rel);
             IF r.relname OPERATOR(pg_catalog.<>) 'core_auditlog' THEN
+                -- SELECT only: pg_dump (trace mode's copy of the schema) locks every partition it dumps
                 EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM hrms_migrator', r.rel);
+                EXECUTE pg_catalog.format('GRANT SELECT ON %s TO hrms_migrator', r.rel);
             END IF;
         END LOOP;
         IF pg_catalog.to_regclass('hrms.core_auditlog_default') IS NOT NULL THEN
@@ -141,6 +143,7 @@ BEGIN
     EXECUTE pg_catalog.format('CREATE TRIGGER hrms_guard_auditlog_truncate BEFORE TRUNCATE ON %s '
                               'FOR EACH STATEMENT EXECUTE FUNCTION hrms.core_auditlog_append_only()', v_child);
     EXECUTE pg_catalog.format('REVOKE UPDATE, DELETE, TRUNCATE ON %s FROM PUBLIC, CURRENT_USER', v_child);
+    EXECUTE pg_catalog.format('GRANT SELECT ON %s TO hrms_migrator', v_child);  -- as every month (pg_dump)
     -- The partition constraint now says the same; the CHECK was only there to skip the scan.
     EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', v_child, v_name OPERATOR(pg_catalog.||) '_bounds');
     RETURN v_moved;
