@@ -241,8 +241,10 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT n.nspname, c.relname,
-                    CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                                   WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
+                    CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'v' THEN 'VIEW'
+                         WHEN c.relkind OPERATOR(pg_catalog.=) 'm' THEN 'MATERIALIZED VIEW'
+                         WHEN c.relkind OPERATOR(pg_catalog.=) 'S' THEN 'SEQUENCE'
+                         WHEN c.relkind OPERATOR(pg_catalog.=) 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
              WHERE n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['hrms', 'hrms_meta']::pg_catalog.name[])
                AND NOT c.relowner OPERATOR(pg_catalog.=) ANY (ARRAY['hrms_migrator'::pg_catalog.regrole,
