@@ -27,6 +27,13 @@ def admin_url() -> str:
     return os.environ.get(ADMIN_URL_ENV) or embedded.server().get_uri()
 
 
+def admin_connection(url: str) -> psycopg.Connection:
+    """The administrator's autocommit session, its search_path pinned (roles.pin_search_path)."""
+    conn = psycopg.connect(url, autocommit=True)
+    roles.pin_search_path(conn)
+    return conn
+
+
 def url_of(base: str, name: str) -> str:
     """`base` (a libpq URL) with another database name."""
     return sa.make_url(base).set(database=name).render_as_string(hide_password=False)
@@ -36,13 +43,13 @@ def create(prefix: str, *, template: str | None = None, admin: str | None = None
     """(name, administrator URL) of a new database, a copy of `template` when given, roles bootstrapped."""
     admin = admin or admin_url()
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with admin_connection(admin) as conn:
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
             query += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
         conn.execute(query)
     url = url_of(admin, name)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with admin_connection(url) as conn:
         roles.bootstrap(conn, name)
     return name, url
 
@@ -54,5 +61,5 @@ def migrate(url: str) -> None:
 
 
 def drop(name: str, *, admin: str | None = None) -> None:
-    with psycopg.connect(admin or admin_url(), autocommit=True) as conn:
+    with admin_connection(admin or admin_url()) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

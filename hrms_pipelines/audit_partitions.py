@@ -13,8 +13,10 @@ kept; an asset check fails while it holds rows. Nothing is ever dropped. Detachi
 retention, so it is deployment configuration (HRMS_AUDIT_DETACH_AFTER_MONTHS, 0 = off), never run
 config; a detach writes its audit row first, in the same transaction, and leaves the table in place.
 
-The audit log is append-only (core/0003): every new month gets the TRUNCATE guard and loses UPDATE,
-DELETE and TRUNCATE for its owner, like the months before it.
+The audit log is append-only (core/0003) and belongs to hrms_audit_owner, a role nobody logs in as
+(core/0005, hrms_pipelines.audit_owner): the migrator attaches and detaches months only through that
+owner's narrow SECURITY DEFINER functions, which do what is described above. Every new month gets the
+TRUNCATE guard and loses UPDATE, DELETE and TRUNCATE for its owner, like the months before it.
 """
 
 import re
@@ -25,10 +27,10 @@ from datetime import date, datetime
 import dagster as dg
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
+from hrms_pipelines.audit_owner import AUDIT_SCHEMA
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import MIGRATOR, READER, HrmsDatabase, set_local_timeouts
 from hrms_pipelines.errors import error_boundary
@@ -148,11 +150,9 @@ def partition_name(start: datetime) -> str:
 def _attach_month(
     conn: psycopg.Connection, layout: Layout, start: datetime, end: datetime, config: AuditPartitionsConfig,
 ) -> int:
-    """Create and attach one month in one transaction. Returns how many rows came from the default."""
+    """Create and attach one month in one transaction, through hrms_audit.core_auditlog_attach_month
+    (the audit log's owner does it; the migrator may not). Returns how many rows came from the default."""
     name = partition_name(start)
-    parent = sql.Identifier(settings.HR_SCHEMA, PARENT)
-    child = sql.Identifier(settings.HR_SCHEMA, name)
-    bounds_check = sql.Identifier(f"{name}_bounds")
     with conn.transaction():
         set_local_timeouts(conn, lock_timeout=config.lock_timeout, statement_timeout="5min")
         if conn.execute("SELECT to_regclass(%s)", [f"{settings.HR_SCHEMA}.{name}"]).fetchone()[0] is not None:
@@ -160,61 +160,30 @@ def _attach_month(
                 f"a table {settings.HR_SCHEMA}.{name} exists but is not the partition of {start:%Y-%m}; "
                 "rename it (or attach it yourself) and run again"
             )
-        moved = 0
-        if layout.default:
-            default = sql.Identifier(settings.HR_SCHEMA, layout.default)
+        if layout.default and not config.move_default_rows:
             in_month = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE created_at >= %s AND created_at < %s").format(default),
-                [start, end],
+                sql.SQL("SELECT count(*) FROM {} WHERE tableoid = %s::regclass AND created_at >= %s AND created_at < %s")
+                .format(sql.Identifier(settings.HR_SCHEMA, PARENT)),
+                [f"{settings.HR_SCHEMA}.{layout.default}", start, end],
             ).fetchone()[0]
-            if in_month and not config.move_default_rows:
+            if in_month:
                 raise PartitionMaintenanceError(
                     f"{in_month} row(s) of {start:%Y-%m} are in the default partition {layout.default}; the month was "
                     "skipped (move_default_rows is off)"
                 )
-            if in_month:
-                # No new rows may reach the default partition while its rows of this month move.
-                conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(default))
-        conn.execute(sql.SQL(
-            "CREATE TABLE {child} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE "
-            "INCLUDING COMMENTS)"
-        ).format(child=child, parent=parent))
-        conn.execute(sql.SQL(
-            "ALTER TABLE {child} ADD CONSTRAINT {check} CHECK (created_at IS NOT NULL AND created_at >= {lo} AND created_at < {hi})"
-        ).format(child=child, check=bounds_check, lo=sql.Literal(start), hi=sql.Literal(end)))
-        if layout.default and in_month:
-            moved = conn.execute(sql.SQL(
-                "WITH moved AS (DELETE FROM {default} WHERE created_at >= %s AND created_at < %s RETURNING *) "
-                "INSERT INTO {child} SELECT * FROM moved"
-            ).format(default=default, child=child), [start, end]).rowcount
-        conn.execute(sql.SQL("ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES FROM ({lo}) TO ({hi})").format(
-            parent=parent, child=child, lo=sql.Literal(start), hi=sql.Literal(end)))
-        # Append-only like every month: the row guard came with the attach, the TRUNCATE guard does not.
-        conn.execute(sql.SQL(
-            "CREATE TRIGGER hrms_guard_auditlog_truncate BEFORE TRUNCATE ON {child} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION {guard}()").format(
-            child=child, guard=sql.Identifier(settings.HR_SCHEMA, "core_auditlog_append_only")))
-        conn.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {} FROM PUBLIC, CURRENT_USER").format(child))
-        # The partition constraint now says the same; the CHECK was only there to skip the scan.
-        conn.execute(sql.SQL("ALTER TABLE {child} DROP CONSTRAINT {check}").format(child=child, check=bounds_check))
-    return moved
+        try:
+            return conn.execute(f"SELECT {AUDIT_SCHEMA}.core_auditlog_attach_month(%s, %s, %s)",
+                                [start, end, config.move_default_rows]).fetchone()[0]
+        except (psycopg.errors.DuplicateTable, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
+            raise PartitionMaintenanceError(exc.diag.message_primary or str(exc)) from None
 
 
 def _detach(conn: psycopg.Connection, partition: RangePartition, config: AuditPartitionsConfig, run_id: str | None,
             months: int) -> None:
+    """hrms_audit.core_auditlog_detach_month: the audit row first, then the detach, one transaction."""
     with conn.transaction():
         set_local_timeouts(conn, lock_timeout=config.lock_timeout)
-        # The audit row comes first: if the detach fails, the transaction takes both back.
-        conn.execute(
-            sql.SQL("INSERT INTO {} (run_id, source, action, table_name, row_key, before, after) "
-                    "VALUES (%s, 'audit_log_partitions', 'detach', %s, %s, %s, %s)").format(
-                sql.Identifier(settings.HR_SCHEMA, PARENT)),
-            [run_id, PARENT, partition.name, Jsonb({"attached": True}),
-             Jsonb({"attached": False, "retention_months": months, "ended": partition.upper.isoformat(),
-                    "kept_as_table": f"{settings.HR_SCHEMA}.{partition.name}"})])
-        # DETACH ... CONCURRENTLY is not allowed while a default partition exists; this is brief.
-        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
-            sql.Identifier(settings.HR_SCHEMA, PARENT), sql.Identifier(settings.HR_SCHEMA, partition.name)))
+        conn.execute(f"SELECT {AUDIT_SCHEMA}.core_auditlog_detach_month(%s, %s, %s)", [partition.name, run_id, months])
 
 
 def _with_retries(action, *, config: AuditPartitionsConfig, what: str, log):

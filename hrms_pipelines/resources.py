@@ -12,6 +12,7 @@ COPY or fine control of a transaction takes the raw psycopg connection from it.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import dagster as dg
 import psycopg
 import sqlalchemy as sa
 
-from hrms_pipelines import locks, roles
+from hrms_pipelines import embedded, locks, roles, settings
 from hrms_pipelines.roles import IMPORTER, MIGRATOR, READER, RESTORER, Duty
 
 __all__ = ["HrmsDatabase", "PinnedDatabase", "Duty", "MIGRATOR", "IMPORTER", "RESTORER", "READER",
@@ -96,6 +97,14 @@ def _timeout(value: str | int | None) -> str | None:
     return f"{value}ms" if isinstance(value, int) else value
 
 
+def duty_url(duty: Duty, location: str | None = None) -> str:
+    """Where `duty` connects (roles.duty_url); with nothing configured, the embedded server's HR
+    database (started and bootstrapped on first use)."""
+    if location is None and not os.environ.get(duty.url_env) and not os.environ.get(settings.DATABASE_URL_ENV):
+        location = embedded.hr_database_url()
+    return roles.duty_url(duty, location)
+
+
 class HrmsDatabase(dg.ConfigurableResource):
     """The HR database (PostgreSQL), one login role per duty.
 
@@ -108,7 +117,7 @@ class HrmsDatabase(dg.ConfigurableResource):
         return None
 
     def url(self, duty: Duty) -> str:
-        return roles.duty_url(duty, self._location())
+        return duty_url(duty, self._location())
 
     def display_url(self, duty: Duty = READER) -> str:
         return f"{redact(self.url(duty))} ({duty.key})"

@@ -7,10 +7,13 @@
 | restorer   | hrms_restorer   | replace rows of the tables an import stage backs up (restore, undo) |
 | reader     | hrms_reader     | SELECT (checks, sensors, reports); INSERT of failure alerts          |
 
-The audit log is INSERT-only for every one of them (the migrator, its owner, is stopped by
-triggers). What each role may do on each table is granted by the migrations (core/0003); this module
-creates the roles themselves, which needs an administrator (the superuser of the embedded server, or
-the managed service's admin role), and refuses any connection that is more privileged than its duty.
+The audit log is INSERT-only for every one of them: it belongs to hrms_audit_owner, a NOLOGIN role
+no duty is a member of (core/0005, hrms_pipelines.audit_owner), and triggers refuse UPDATE, DELETE and
+TRUNCATE. What each role may do on each table is granted by the migrations (core/0003, core/0005);
+this module creates the roles and the schemas, which needs an administrator (the superuser of the
+embedded server, or the managed service's admin role), and refuses any connection that is more
+privileged than its duty. Every administrative session pins its search_path (pin_search_path) and
+the SQL it runs is qualified: nothing a migration can create is ever called by an administrator.
 
 Where each duty connects (deployment configuration, read from the environment):
 - `HRMS_<DUTY>_URL` (e.g. HRMS_IMPORTER_URL): a full URL for that duty, used as given;
@@ -30,7 +33,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines import settings
+from hrms_pipelines import audit_owner, settings
 
 
 @dataclass(frozen=True)
@@ -111,17 +114,15 @@ def url_user(url: str) -> str | None:
 
 
 def duty_url(duty: Duty, location: str | None = None) -> str:
-    """Where `duty` connects: its own URL variable, else the location URL (HRMS_DATABASE_URL or the
-    embedded server's) as the duty's role."""
+    """Where `duty` connects: its own URL variable, else the location URL (HRMS_DATABASE_URL) as the
+    duty's role. With neither, RoleError (hrms_pipelines.resources.duty_url adds the embedded server)."""
     own = os.environ.get(duty.url_env)
     if own and location is None:
         return own
     if location is None:
         location = os.environ.get(settings.DATABASE_URL_ENV)
     if not location:
-        from hrms_pipelines import embedded
-
-        location = embedded.hr_database_url()
+        raise RoleError(f"no database configured for the {duty.key} duty: set {duty.url_env} or {settings.DATABASE_URL_ENV}")
     return with_user(location, duty.role, os.environ.get(duty.password_env) or None)
 
 
@@ -169,8 +170,10 @@ def guard(conn: psycopg.Connection, duty: Duty) -> None:
 
 def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None) -> list[sql.Composable]:
     """What an administrator runs once per cluster and database, idempotent: the login roles with
-    no special attribute, membership of nothing (but pg_read_all_stats for the import role: a backfill
-    reads its standbys' replay lag), and what each may do on the database itself."""
+    no special attribute, membership of nothing (but pg_read_all_stats for the import role: a
+    backfill reads its standbys' replay lag); the schemas (so the migrator needs no CREATE on the
+    database); the audit log's owner (hrms_pipelines.audit_owner). Written for a session whose
+    search_path is pinned (pin_search_path), and qualified besides."""
     passwords = passwords or {}
     statements: list[sql.Composable] = []
     for duty in Duty:
@@ -178,11 +181,16 @@ def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None
         if duty in passwords:
             statements.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(duty.role), sql.Literal(passwords[duty])))
     db = sql.Identifier(database)
-    statements.append(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(db))
-    statements.append(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(MIGRATOR.role)))
+    migrator = sql.Identifier(MIGRATOR.role)
+    # No duty creates schemas: the HR schema belongs to the audit log's owner (the owner of a schema
+    # may drop any table in it), the ledger's to the migrator; the migrator creates inside both.
+    statements.append(sql.SQL(_FIX_MEMBERSHIPS))  # type: ignore[arg-type]  # code, not input
+    statements += [sql.SQL(s) for s in audit_owner.statements()]  # type: ignore[misc]  # code, not input
+    statements.append(sql.SQL(_SCHEMAS))  # type: ignore[arg-type]  # code, not input
+    statements.append(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC, {}").format(db, migrator))
     statements.append(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
-        db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty if d is not MIGRATOR)))
-    statements.append(sql.SQL(_FIX_EXISTING))  # type: ignore[arg-type]  # code, not input
+        db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty)))
+    statements.append(sql.SQL(_FIX_OWNERS))  # type: ignore[arg-type]  # code, not input
     # The one membership a duty holds: backfills read their standbys' replay lag (pg_stat_replication).
     statements.append(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(IMPORTER.role)))
     return statements
@@ -199,7 +207,7 @@ DECLARE
     r record;
 BEGIN
     SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, rolinherit INTO r
-    FROM pg_catalog.pg_roles WHERE rolname = {name};
+    FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) {name};
     IF NOT FOUND THEN
         CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
         RETURN;
@@ -216,36 +224,71 @@ $$"""
 
 
 # Older versions granted the import role to the migrating user (harmless) — a duty's own role must
-# hold no other role; and an existing deployment whose migrations ran as a superuser hands its
-# schemas to the migrator. Plain SQL, so an administrator can run exactly what bootstrap runs.
-_FIX_EXISTING = """
+# hold no other role. Plain SQL, so an administrator can run exactly what bootstrap runs.
+_FIX_MEMBERSHIPS = """
 DO $fix$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT g.rolname AS granted, m.rolname AS member FROM pg_auth_members am
-             JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
-             WHERE m.rolname IN ('hrms_migrator', 'hrms_importer', 'hrms_restorer', 'hrms_reader')
-               AND NOT (g.rolname = 'pg_read_all_stats' AND m.rolname = 'hrms_importer') LOOP
-        EXECUTE format('REVOKE %I FROM %I', r.granted, r.member);
+    FOR r IN SELECT g.rolname AS granted, m.rolname AS member FROM pg_catalog.pg_auth_members am
+             JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) am.roleid
+             JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) am.member
+             WHERE m.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['hrms_migrator', 'hrms_importer', 'hrms_restorer',
+                                                               'hrms_reader']::pg_catalog.name[])
+               AND NOT (g.rolname OPERATOR(pg_catalog.=) 'pg_read_all_stats'
+                        AND m.rolname OPERATOR(pg_catalog.=) 'hrms_importer') LOOP
+        EXECUTE pg_catalog.format('REVOKE %I FROM %I', r.granted, r.member);
     END LOOP;
-    FOR r IN SELECT nspname FROM pg_namespace WHERE nspname IN ('hrms', 'hrms_meta')
-             AND nspowner <> 'hrms_migrator'::regrole LOOP
-        EXECUTE format('ALTER SCHEMA %I OWNER TO hrms_migrator', r.nspname);
-    END LOOP;
+END
+$fix$"""
+
+_SCHEMAS = """
+DO $schemas$
+BEGIN
+    IF pg_catalog.to_regnamespace('hrms') IS NULL THEN
+        CREATE SCHEMA hrms AUTHORIZATION hrms_audit_owner;
+    END IF;
+    IF pg_catalog.to_regnamespace('hrms_meta') IS NULL THEN
+        CREATE SCHEMA hrms_meta AUTHORIZATION hrms_migrator;
+    END IF;
+    ALTER SCHEMA hrms OWNER TO hrms_audit_owner;
+    ALTER SCHEMA hrms_meta OWNER TO hrms_migrator;
+    REVOKE CREATE ON SCHEMA hrms FROM PUBLIC;
+    -- with grant option: the migrations grant USAGE to the other duties
+    GRANT USAGE ON SCHEMA hrms TO hrms_migrator WITH GRANT OPTION;
+    GRANT CREATE ON SCHEMA hrms TO hrms_migrator;
+END
+$schemas$"""
+
+# An existing deployment whose migrations ran as a superuser hands the HR tables to the migrator
+# (all but the audit log's, which core/0005 hands to hrms_audit_owner and which stay there).
+_FIX_OWNERS = """
+DO $fix$
+DECLARE
+    r record;
+BEGIN
     FOR r IN SELECT n.nspname, c.relname,
-                    CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                                   WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname IN ('hrms', 'hrms_meta') AND c.relowner <> 'hrms_migrator'::regrole
-               AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-               AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
-             ORDER BY c.relkind = 'S', 1, 2 LOOP
-        EXECUTE format('ALTER %s %I.%I OWNER TO hrms_migrator', r.kind, r.nspname, r.relname);
+                    CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'v' THEN 'VIEW'
+                         WHEN c.relkind OPERATOR(pg_catalog.=) 'm' THEN 'MATERIALIZED VIEW'
+                         WHEN c.relkind OPERATOR(pg_catalog.=) 'S' THEN 'SEQUENCE'
+                         WHEN c.relkind OPERATOR(pg_catalog.=) 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+             WHERE n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['hrms', 'hrms_meta']::pg_catalog.name[])
+               AND NOT c.relowner OPERATOR(pg_catalog.=) ANY (ARRAY['hrms_migrator'::pg_catalog.regrole,
+                                                                  'hrms_audit_owner'::pg_catalog.regrole]::pg_catalog.oid[])
+               AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v', 'm', 'S', 'f']::pg_catalog.char[])
+               AND NOT (c.relkind OPERATOR(pg_catalog.=) 'S' AND EXISTS (
+                        SELECT FROM pg_catalog.pg_depend d WHERE d.objid OPERATOR(pg_catalog.=) c.oid
+                        AND d.deptype OPERATOR(pg_catalog.=) ANY (ARRAY['a', 'i']::pg_catalog.char[])))
+             ORDER BY c.relkind OPERATOR(pg_catalog.=) 'S', 1, 2 LOOP
+        EXECUTE pg_catalog.format('ALTER %s %I.%I OWNER TO hrms_migrator', r.kind, r.nspname, r.relname);
     END LOOP;
-    FOR r IN SELECT p.oid::regprocedure AS routine FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname IN ('hrms', 'hrms_meta') AND p.proowner <> 'hrms_migrator'::regrole LOOP
-        EXECUTE format('ALTER ROUTINE %s OWNER TO hrms_migrator', r.routine);
+    FOR r IN SELECT p.oid::pg_catalog.regprocedure AS routine FROM pg_catalog.pg_proc p
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+             WHERE n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['hrms', 'hrms_meta']::pg_catalog.name[])
+               AND NOT p.proowner OPERATOR(pg_catalog.=) ANY (ARRAY['hrms_migrator'::pg_catalog.regrole,
+                                                                  'hrms_audit_owner'::pg_catalog.regrole]::pg_catalog.oid[]) LOOP
+        EXECUTE pg_catalog.format('ALTER ROUTINE %s OWNER TO hrms_migrator', r.routine);
     END LOOP;
 END
 $fix$"""
@@ -260,8 +303,9 @@ def bootstrap(admin: psycopg.Connection, database: str, passwords: dict[Duty, st
     race is retried."""
     for attempt in range(5):
         try:
+            pin_search_path(admin)
             with admin.transaction():
-                admin.execute("SELECT pg_advisory_xact_lock(hashtext('hrms_pipelines.roles.bootstrap'))")
+                admin.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('hrms_pipelines.roles.bootstrap'))")
                 for statement in bootstrap_statements(database, passwords):
                     admin.execute(statement)
             return
@@ -272,7 +316,8 @@ def bootstrap(admin: psycopg.Connection, database: str, passwords: dict[Duty, st
 
 def bootstrap_sql(database: str) -> str:
     """The statements of `bootstrap`, as SQL text an administrator pastes into psql."""
-    return ";\n".join(s.as_string(None) for s in bootstrap_statements(database)) + ";\n"
+    return (f"SET search_path = {ADMIN_SEARCH_PATH};\n"
+            + ";\n".join(s.as_string(None) for s in bootstrap_statements(database)) + ";\n")
 
 
 def main(argv: list[str] | None = None) -> int:

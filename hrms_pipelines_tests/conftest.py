@@ -70,12 +70,12 @@ def as_role(url: str, duty: roles.Duty) -> str:
 def create_database(admin_url: str, *, template: str | None = None, prefix: str = "test") -> str:
     """A new database (a copy of `template`), the duty roles bootstrapped for it."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.admin_connection(admin_url) as conn:
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
             query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         conn.execute(query)
-    with psycopg.connect(_url(admin_url, name), autocommit=True) as conn:
+    with embedded.admin_connection(admin_url, name) as conn:
         roles.bootstrap(conn, name)
     return name
 
@@ -88,7 +88,7 @@ def migrate(url: str, migration_list) -> None:
 
 def drop_database(admin_url: str, name: str) -> None:
     resources.dispose_engines(name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.admin_connection(admin_url) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -144,11 +144,11 @@ def create_dagster_storage(admin_url: str, prefix: str = "dagster") -> tuple[str
     name = create_database(admin_url, prefix=prefix)
     socket_dir = embedded.server(TEST_PGDATA).get_postmaster_info().socket_dir
     role = sql.Identifier(embedded.DAGSTER_ROLE)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) THEN "
+    with embedded.admin_connection(admin_url) as conn:
+        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) {r}) THEN "
                              "CREATE ROLE {i} LOGIN; END IF; END $$").format(r=sql.Literal(embedded.DAGSTER_ROLE), i=role))
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), role))
-    with psycopg.connect(_url(admin_url, name), autocommit=True) as conn:
+    with embedded.admin_connection(admin_url, name) as conn:
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(role))
     return name, f"postgresql+psycopg2://{embedded.DAGSTER_ROLE}:@/{name}?host={socket_dir}"
 

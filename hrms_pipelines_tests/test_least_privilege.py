@@ -53,13 +53,16 @@ def test_the_audit_log_is_append_only_for_every_job_role(audited, duty):
 
 
 def test_the_owner_cannot_lose_an_audit_row_even_from_the_default_partition(audited):
-    """The default partition keeps DELETE for the partition job's move; a delete that moves nothing
-    fails at commit."""
+    """The migrator may not delete from the default partition at all (core/0005); its owner keeps
+    DELETE there for the partition job's move, and a delete that moves nothing fails at commit."""
     with connect(audited, MIGRATOR) as conn:
         conn.execute("INSERT INTO hrms.core_auditlog (created_at, source, action, table_name) "
                      "VALUES ('2099-01-01', 'far', 'insert', 't')")
     before = audit_rows(audited)
-    with connect(audited, MIGRATOR) as conn:
+    refused(audited, MIGRATOR, "DELETE FROM hrms.core_auditlog_default WHERE source = 'far'",
+            match="permission denied for table core_auditlog_default")
+    with psycopg.connect(audited, autocommit=True) as conn:
+        conn.execute("SET ROLE hrms_audit_owner")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="left the default partition without arriving"):
             with conn.transaction():
                 conn.execute("DELETE FROM hrms.core_auditlog_default WHERE source = 'far'")
@@ -216,6 +219,7 @@ def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(
     url = _url(pg_admin_url, name)
     try:
         with psycopg.connect(url, autocommit=True) as admin:  # what the old runner did, as the superuser
+            admin.execute("DROP SCHEMA hrms, hrms_meta")  # an old bootstrap created no schema
             runner.ensure_ledger(admin)
             with admin.transaction():
                 admin.execute(first_version)
@@ -227,6 +231,9 @@ def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(
             owners = admin.execute("SELECT DISTINCT relowner::regrole::text FROM pg_class c JOIN pg_namespace n "
                                    "ON n.oid = c.relnamespace WHERE n.nspname IN ('hrms', 'hrms_meta')").fetchall()
             assert owners == [("hrms_migrator",)]
+            assert admin.execute("SELECT nspname, nspowner::regrole::text FROM pg_namespace WHERE nspname LIKE 'hrms%' "
+                                 "ORDER BY 1").fetchall() == [("hrms", "hrms_audit_owner"), ("hrms_audit", "hrms_audit_owner"),
+                                                             ("hrms_meta", "hrms_migrator")]
             assert admin.execute("SELECT count(*) FROM pg_auth_members WHERE member = 'hrms_importer'::regrole "
                                  "AND roleid <> 'pg_read_all_stats'::regrole").fetchone()[0] == 0
         with psycopg.connect(as_role(url, MIGRATOR), autocommit=True) as conn:
@@ -237,5 +244,35 @@ def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(
             report = runner.verify(conn, migrations)
         assert report.ok, report.problems()
         refused(url, IMPORTER, "UPDATE hrms.core_auditlog SET run_id = 'x'", match="permission denied")
+        refused(url, MIGRATOR, "ALTER TABLE hrms.core_auditlog DISABLE TRIGGER hrms_guard_auditlog_rows",
+                match="must be owner")
     finally:
         drop_database(pg_admin_url, name)
+
+
+def test_the_importer_cannot_read_password_hashes_nor_create_accounts_nor_grant_permissions(database_url):
+    """Issue 17 item 7: the import stages write no access control (the seed writes it as the
+    migrator), so PostgreSQL refuses the importer every part of it (core/0005)."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("INSERT INTO hrms.core_role (code, name) VALUES ('clerk', 'Clerk')")
+        admin.execute("INSERT INTO hrms.core_permission (code, name) VALUES ('payroll.view', 'View payroll')")
+        admin.execute("INSERT INTO hrms.core_useraccount (username, email, password_hash) "
+                      "VALUES ('ann', 'ann@example.org', '$argon2id$x')")
+        before = admin.execute("SELECT (SELECT count(*) FROM hrms.core_rolepermission), "
+                               "(SELECT array_agg(is_superuser) FROM hrms.core_useraccount)").fetchone()
+    for statement in (
+        "SELECT password_hash FROM hrms.core_useraccount",
+        "SELECT id FROM hrms.core_useraccount",
+        "UPDATE hrms.core_useraccount SET is_superuser = true",
+        "INSERT INTO hrms.core_useraccount (username, email, password_hash, is_superuser) "
+        "VALUES ('eve', 'eve@example.org', '$argon2id$x', true)",
+        "INSERT INTO hrms.core_rolepermission (role_id, permission_id) "
+        "SELECT r.id, p.id FROM hrms.core_role r, hrms.core_permission p",
+        "INSERT INTO hrms.core_rolepermission (role_id, permission_id) VALUES (1, 1)",
+        "UPDATE hrms.core_role SET code = 'admin'",
+        "INSERT INTO hrms.core_permission (code, name) VALUES ('all.all', 'All')",
+    ):
+        refused(database_url, IMPORTER, statement, match="permission denied")
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        assert admin.execute("SELECT (SELECT count(*) FROM hrms.core_rolepermission), "
+                             "(SELECT array_agg(is_superuser) FROM hrms.core_useraccount)").fetchone() == before

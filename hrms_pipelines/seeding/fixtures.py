@@ -119,6 +119,9 @@ FIXTURES: tuple[Fixture, ...] = (
 
 BY_KEY: dict[str, Fixture] = {f.key: f for f in FIXTURES}
 
+# Written by the migrator, never the importer (core/0005 takes these tables out of its reach).
+ACCESS_CONTROL_TABLES = frozenset({"core_permission", "core_role", "core_rolepermission", "core_useraccount"})
+
 
 def fixtures_dir() -> Path:
     return Path(os.environ.get(FIXTURES_DIR_ENV) or settings.PROJECT_ROOT / "seeds" / "fixtures").resolve()

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from hrms_pipelines import locks, settings
-from hrms_pipelines.resources import IMPORTER, READER, HrmsDatabase, local_transaction
+from hrms_pipelines.resources import IMPORTER, MIGRATOR, READER, HrmsDatabase, local_transaction
 from hrms_pipelines.seeding import fixtures as fx
 from hrms_pipelines.seeding.fixtures import Fixture, FixtureError, FixtureRows
 
@@ -225,7 +225,8 @@ def load_fixtures(
     directory: Path | None = None,
     log: Callable[[str], None] = lambda _message: None,
 ) -> list[FixtureResult]:
-    """Load the named fixtures (and what they require) in one transaction as the import role.
+    """Load the named fixtures (and what they require) in one transaction as the import role; the
+    access-control fixtures in one as the migrator (the importer may not write them), committed first.
 
     Every fixture, required ones included, must be allowed in `environment`: the refusal happens
     before anything is read or written.
@@ -240,16 +241,19 @@ def load_fixtures(
     # Taken as the transaction's first statement; a second seed started outside the run queue waits
     # for it up to HRMS_IMPORT_LOCK_WAIT (hrms_pipelines.locks).
     lock = locks.TransactionLock(locks.SEEDS, settings.import_lock_wait(), log=log, run_id=run_id)
+    timeouts = {"lock_timeout": LOCK_TIMEOUT, "statement_timeout": STATEMENT_TIMEOUT, "force_rollback": dry_run}
     try:
-        with hrms_db.connection(IMPORTER) as conn:
-            with local_transaction(conn, lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT,
-                                   force_rollback=dry_run, lock=lock):
+        # Access control (permissions, roles and their grants, login accounts) is never the importer's:
+        # the schema's owner writes it, in its own transaction, which commits just before the other's.
+        with hrms_db.connection(IMPORTER) as conn, local_transaction(conn, lock=lock, **timeouts):
+            with hrms_db.connection(MIGRATOR) as owner, local_transaction(owner, **timeouts):
                 for rows in files:
-                    stage_name = stage(conn, rows)
-                    inserted = insert(conn, rows, stage_name, run_id=run_id)
+                    session = owner if rows.fixture.table in fx.ACCESS_CONTROL_TABLES else conn
+                    stage_name = stage(session, rows)
+                    inserted = insert(session, rows, stage_name, run_id=run_id)
                     result = FixtureResult(rows.fixture, len(rows.rows), inserted)
                     if rows.fixture.key == "roles":
-                        result.notes["permission grants"] = grant_role_permissions(conn, rows, stage_name, inserted)
+                        result.notes["permission grants"] = grant_role_permissions(session, rows, stage_name, inserted)
                     results.append(result)
                     verb = "would insert" if dry_run else "inserted"
                     log(f"{rows.fixture.key}: {len(rows.rows)} row(s) in {rows.path.name}, {verb} {len(inserted)}, "

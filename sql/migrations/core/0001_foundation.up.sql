@@ -1,10 +1,21 @@
 -- hrms:supersedes-checksum: 695c7ad52d937b4e8e04c19c0a7eec526d68e1d9f237ea87614063ff9b89ad86
 --   (the first version created the import role and granted it to the migrating user; roles are now
 --   created by an administrator before the first migration: python -m hrms_pipelines.roles sql)
+-- hrms:supersedes-checksum: cbf0c44119113fc1f0410b606f8dac4aa9fcf4c027641d509d36cd173ef6e631
+--   (the second version created the schema itself, which needs CREATE on the database; the
+--   administrator now creates it, so the migrator no longer holds that right)
 -- Foundation: the hrms schema, the audit log, backfill checkpoints, and the application's roles,
 -- permissions and login accounts.
 
-CREATE SCHEMA IF NOT EXISTS hrms;
+-- The administrator's bootstrap creates the schema (python -m hrms_pipelines.roles sql); a runner
+-- that may create schemas (a superuser's, in tests) creates it when it is missing.
+DO $$
+BEGIN
+    IF pg_catalog.to_regnamespace('hrms') IS NULL THEN
+        CREATE SCHEMA hrms;
+    END IF;
+END
+$$;
 
 -- Every duty logs in as its own role (hrms_pipelines.roles); an administrator creates them before
 -- the first migration, so a migration never needs CREATEROLE. Imports (and seeds, and backfills)

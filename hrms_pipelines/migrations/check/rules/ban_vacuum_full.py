@@ -25,8 +25,8 @@ RULE = Rule(
         "and writes until the copy is done.",
     fix="Reclaim space online with pg_repack (or REPACK CONCURRENTLY on PostgreSQL 19+), outside the "
         "migrations; plain VACUUM (ANALYZE) needs no migration at all.",
-    bad="-- hrms:non-transactional\nVACUUM FULL hrms.core_auditlog;\n",
-    good="-- hrms:non-transactional\nVACUUM (ANALYZE) hrms.core_auditlog;\n",
+    bad="-- hrms:non-transactional\nVACUUM FULL hrms.payroll_payslip;\n",
+    good="-- hrms:non-transactional\nVACUUM (ANALYZE) hrms.payroll_payslip;\n",
     node_types=("VacuumStmt", "ClusterStmt"),
     check=check,
     predicts=Prediction("AccessExclusiveLock", "rewrite"),
