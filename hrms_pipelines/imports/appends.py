@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from hrms_pipelines.imports import shortcuts
+
 if TYPE_CHECKING:
     from hrms_pipelines.imports.reader import FileInfo
     from hrms_pipelines.imports.stage import FileResult, Stage, StageContext
@@ -50,13 +52,14 @@ class Tail:
 
 
 def previous_imports(conn: psycopg.Connection, stage: str, names: list[str]) -> dict[str, Previous]:
-    """name -> the last successful import of that file for `stage` (an undone one does not count)."""
+    """name -> the last successful import of that file for `stage` (an undone one does not count, nor
+    one whose word an undo or restore took back since: hrms_pipelines.imports.shortcuts)."""
     if not names:
         return {}
     rows = conn.execute(
-        "SELECT DISTINCT ON (file_name) file_name, id, file_bytes, file_sha256, file_rows, options "
-        "FROM hrms.imports_importrecord WHERE stage = %s AND file_name = ANY(%s) AND outcome = 'succeeded' "
-        "ORDER BY file_name, id DESC", [stage, names]).fetchall()
+        "SELECT DISTINCT ON (r.file_name) r.file_name, r.id, r.file_bytes, r.file_sha256, r.file_rows, r.options "
+        "FROM hrms.imports_importrecord r WHERE r.stage = %s AND r.file_name = ANY(%s) AND r.outcome = 'succeeded' "
+        f"AND {shortcuts.vouches('r')} ORDER BY r.file_name, r.id DESC", [stage, names]).fetchall()
     return {name: Previous(rid, size, sha, file_rows, options) for name, rid, size, sha, file_rows, options in rows
             if size is not None}
 
