@@ -2,7 +2,7 @@
 
     uv sync --extra test --extra bench          # dlt, duckdb, pyarrow: the `bench` extra only
     .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/peers_bench.py \\
-        [--users 20000] [--events 200000] [--only import,dlt-arrow] [--json peers.json]
+        [--users 20000] [--events 200000] [--only import,dlt-arrow] [--chunk-rows N] [--json peers.json]
 
 (or the server of HRMS_BENCH_ADMIN_URL; the server CPU is then not measured). It generates a company
 (hrms_pipelines.imports.sample_data), imports its ladders, organisation and users into a template
@@ -74,7 +74,9 @@ def child_import(url: str, path: Path) -> dict:
     from hrms_pipelines.resources import PinnedDatabase
 
     os.environ[settings.IMPORT_DIR_ENV] = str(path.parent)
-    result = stage.run(PinnedDatabase(location=url), history.STAGE, ImportOptions(history_file=path.name),
+    chunk = int(os.environ.get("PEERS_BENCH_CHUNK_ROWS") or 0)   # --chunk-rows: a lever (memory vs CPU)
+    options = ImportOptions(history_file=path.name, **({"chunk_rows": chunk} if chunk else {}))
+    result = stage.run(PinnedDatabase(location=url), history.STAGE, options,
                        run_id="peers-bench", log=stage.StageLog())
     return {"rows": result.counts["rows_read"], "inserted": result.counts["inserted"],
             "rejected": result.counts["rejected"], "phases": result.phases}
@@ -237,6 +239,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     parser.add_argument("--json", type=Path, help="write the figures to this file (JSON)")
+    parser.add_argument("--chunk-rows", type=int, default=0, help="the import's chunk_rows (default: the option's default)")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "URL", "FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--setup", nargs=2, metavar=("URL", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,6 +251,8 @@ def main() -> None:
         return
     from hrms_pipelines.imports import sample_data
 
+    if args.chunk_rows:
+        os.environ["PEERS_BENCH_CHUNK_ROWS"] = str(args.chunk_rows)
     kinds = [k for k in args.only.split(",") if k]
     unknown = set(kinds) - set(CONTENDERS)
     if unknown:
