@@ -226,10 +226,32 @@ def crossed(url: str, run_id: str) -> int:
 def test_undo_of_runs_whose_placeholders_other_files_assign(hrms_db, database_url):
     from hypothesis import example
 
+
+# Issue 22: undo of a run that is not the latest, then the latest file imported again. Files grow as
+# exports do (each holds the rows of the one before it), under one name (the append path) or new
+# names; whatever the shortcuts knew, the re-import brings back exactly what the undo removed.
+
+NATURAL = """
+    SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
+        SELECT concat_ws(',', ev.employee_id, ev.event_type, ev.event_date, ev.summary, ev.details, c.salary,
+                         c.previous_salary, s.level_number, s.title) AS x
+        FROM hrms.history_timelineevent ev
+        LEFT JOIN hrms.history_compensationsnapshot c ON c.event_id = ev.id
+        LEFT JOIN hrms.history_senioritysnapshot s ON s.event_id = ev.id) q"""
+
+grown_row = st.tuples(st.sampled_from(range(len(POOL))), st.sampled_from(["note", "salary_change"]), st.integers(0, 59))
+
+
+def test_undo_of_an_earlier_run_then_the_latest_file_again_brings_every_row_back(hrms_db, database_url):
+    import datetime
+
     from hrms_pipelines.imports import undo
     from hrms_pipelines.resources import RESTORER
 
     base = write_base(Path(tempfile.mkdtemp(prefix="hyp-cross-base-")))
+
+
+    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-reset-base-")))
     run_all(hrms_db, base, ("ladders", "org"))
     write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
     run_stage(hrms_db, "users", base)
@@ -281,3 +303,43 @@ def test_undo_of_runs_whose_placeholders_other_files_assign(hrms_db, database_ur
 
     run_sequence()
     assert seen["undone"] > 0 and seen["crossed"] > 0, seen
+
+
+    seen = {"undone": 0, "appended": 0}
+
+    def natural():
+        with psycopg.connect(database_url) as conn:
+            return conn.execute(NATURAL).fetchone()[0]
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(grown_row, min_size=2, max_size=10, unique_by=lambda r: r), st.data())
+    def run_sequence(rows, data):
+        example = next(counter)
+        start = datetime.date(2000, 1, 1) + datetime.timedelta(days=61 * example)   # rows no other example has
+        lines = [[POOL[i], kind, (start + datetime.timedelta(days=d)).isoformat(), "3000.00" if kind == "salary_change" else ""]
+                 for i, kind, d in rows]
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, len(lines) - 1), min_size=1, max_size=3))))
+        same_name = data.draw(st.lists(st.booleans(), min_size=len(cuts) + 1, max_size=len(cuts) + 1))
+        directory = Path(tempfile.mkdtemp(prefix="hyp-reset-"))
+        runs, name = [], "history.csv"
+        for n, end in enumerate([*cuts, len(lines)]):
+            name = name if same_name[n] else f"h{example}-{n}.csv"
+            write(directory, name, [["email", "event_type", "event_date", "salary"]] + lines[:end])
+            run_id = f"hyp-reset-{example}-{n}"
+            result = run_stage(hrms_db, "history", directory, run_id=run_id, history_file=name)
+            assert result.counts["rejected"] == 0 and not result.unchanged
+            seen["appended"] += result.files[0].path == "appended"
+            runs.append(run_id)
+        imported = natural()
+        earlier = data.draw(st.sampled_from(runs[:-1]))          # never the latest run
+        with hrms_db.connection(RESTORER) as conn:
+            undo.undo_run(conn, earlier, undo_run_id=f"undo-{earlier}")
+        seen["undone"] += 1
+        removed = natural() != imported
+        again = run_stage(hrms_db, "history", directory, run_id=f"hyp-reset-{example}-again", history_file=name)
+        assert not again.unchanged and again.files[0].path == "full", "an undo took back every shortcut of history files"
+        assert natural() == imported, f"undo of {earlier}, then {name} again, did not bring back every row"
+        assert again.counts["inserted"] > 0 or not removed
+
+    run_sequence()
+    assert seen["undone"] > 0 and seen["appended"] > 0, seen

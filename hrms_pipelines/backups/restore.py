@@ -46,6 +46,7 @@ from hrms_pipelines.backups import catalog, crypto, fs
 from hrms_pipelines.backups.export import PendingBackup, write_pending
 from hrms_pipelines.backups.manifest import BackupError, BackupManifest, TableBackup
 from hrms_pipelines.backups.tables import TableShape, require_idle, set_copy_settings, table_shapes
+from hrms_pipelines.imports import shortcuts
 from hrms_pipelines.metadata import markdown_table
 
 DEFAULT_LOCK_TIMEOUT = "10s"
@@ -444,6 +445,10 @@ def _restore(conn: psycopg.Connection, manifest: BackupManifest, result: Restore
                     if dry_run:
                         raise _Rollback
                     _write_audit(conn, manifest, result, run_id)
+                    note = shortcuts.after_restore(conn, [t.table for t in result.tables if t.inserted + t.updated + t.deleted],
+                                                   manifest.backup_id, run_id)
+                    if note:
+                        say(note)
                     _raise_sequences(conn, shapes)
             except _Rollback:
                 pass

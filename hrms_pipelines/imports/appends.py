@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from hrms_pipelines.imports import shortcuts
+from hrms_pipelines.imports.context import Context, FileOutcome, StageSpec
+
 if TYPE_CHECKING:
     from hrms_pipelines.imports.reader import FileInfo
-    from hrms_pipelines.imports.stage import FileResult, Stage, StageContext
 
 
 @dataclass(frozen=True)
@@ -50,25 +52,26 @@ class Tail:
 
 
 def previous_imports(conn: psycopg.Connection, stage: str, names: list[str]) -> dict[str, Previous]:
-    """name -> the last successful import of that file for `stage` (an undone one does not count)."""
+    """name -> the last successful import of that file for `stage` (an undone one does not count, nor
+    one whose word an undo or restore took back since: hrms_pipelines.imports.shortcuts)."""
     if not names:
         return {}
     rows = conn.execute(
-        "SELECT DISTINCT ON (file_name) file_name, id, file_bytes, file_sha256, file_rows, options "
-        "FROM hrms.imports_importrecord WHERE stage = %s AND file_name = ANY(%s) AND outcome = 'succeeded' "
-        "ORDER BY file_name, id DESC", [stage, names]).fetchall()
+        "SELECT DISTINCT ON (r.file_name) r.file_name, r.id, r.file_bytes, r.file_sha256, r.file_rows, r.options "
+        "FROM hrms.imports_importrecord r WHERE r.stage = %s AND r.file_name = ANY(%s) AND r.outcome = 'succeeded' "
+        f"AND {shortcuts.vouches('r')} ORDER BY r.file_name, r.id DESC", [stage, names]).fetchall()
     return {name: Previous(rid, size, sha, file_rows, options) for name, rid, size, sha, file_rows, options in rows
             if size is not None}
 
 
-def prefix_sizes(previous: dict[str, Previous], stage: Stage) -> dict[str, int]:
+def prefix_sizes(previous: dict[str, Previous], stage: StageSpec) -> dict[str, int]:
     """What to ask inspect_file for, per file name: the earlier file's size (stages that append)."""
     if stage.append_guard is None:
         return {}
     return {name: p.size for name, p in previous.items() if p.rows is not None}
 
 
-def plan(ctx: StageContext, stage: Stage, infos: list[FileInfo], options: dict) -> None:
+def plan(ctx: Context, stage: StageSpec, infos: list[FileInfo], options: dict) -> None:
     """Decide, per file, whether only its appended tail is read (ctx.tails); log which path and why."""
     if stage.append_guard is None:
         return
@@ -92,7 +95,7 @@ def plan(ctx: StageContext, stage: Stage, infos: list[FileInfo], options: dict) 
         ctx.log.info(f"{info.name}: {describe(file, ctx.tails[info.name])}: only the new rows are read, validated and merged")
 
 
-def fall_back(ctx: StageContext, info: FileInfo, reason: str) -> None:
+def fall_back(ctx: Context, info: FileInfo, reason: str) -> None:
     """Take the full path after all (the tail was staged and found wanting)."""
     ctx.tails.pop(info.name, None)
     file = ctx.file_result(info.name)
@@ -101,7 +104,7 @@ def fall_back(ctx: StageContext, info: FileInfo, reason: str) -> None:
     ctx.log.info(f"{info.name}: full path after all: {reason}")
 
 
-def describe(file: FileResult, tail: Tail | None = None) -> str:
+def describe(file: FileOutcome, tail: Tail | None = None) -> str:
     """'appended 1,000 rows to a file of 1,000,000 rows (import record #12)'."""
     if tail is not None:
         return f"appended {tail.rows:,} rows to a file of {tail.previous_rows:,} rows (import record #{tail.previous_record})"
@@ -115,7 +118,7 @@ def describe(file: FileResult, tail: Tail | None = None) -> str:
 def new_keys_guard(query: str):
     """An append_guard from a query over the staged tail (`{staging}`) returning how many of its rows
     name a key the table already holds."""
-    def guard(ctx: StageContext, info: FileInfo, staging: str) -> str | None:
+    def guard(ctx: Context, info: FileInfo, staging: str) -> str | None:
         found = ctx.conn.execute(query.format(staging=staging)).fetchone()[0]
         if found:
             return (f"{found:,} appended row(s) name a key the table already holds (a repeat of an earlier row "

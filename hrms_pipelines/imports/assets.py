@@ -199,9 +199,9 @@ def make_import_asset(stage: Stage):
         if not result.files:
             log.info("no file configured for this stage; nothing imported")
         counts = None
-        if result.files and not result.unchanged:   # the seed's post-import counts, after a stage that imported
+        if result.files and not result.unchanged:   # what the run changed, and the tables' estimated sizes
             with hrms_db.connection(READER) as conn:
-                counts = summaries.database_counts(conn)
+                counts = summaries.table_estimates(conn)
         yield dg.MaterializeResult(metadata=summaries.stage_metadata(result, counts))
 
     return import_asset

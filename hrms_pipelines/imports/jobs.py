@@ -81,6 +81,8 @@ def undo_import_run(context: dg.OpExecutionContext, config: UndoImportConfig, hr
         except undo.UndoRefused as exc:
             raise dg.Failure(description=str(exc)) from None
     text = result.table_markdown() + "\n\n" + result.records_markdown()
+    if result.full_reads:
+        text += "\n\n" + ("after it, " if result.dry_run else "") + result.full_reads
     context.log.info(("dry run, nothing was changed; the undo would do:\n" if result.dry_run else "undone:\n") + text)
     metadata = {
         "run_id": dg.MetadataValue.text(config.run_id),
@@ -90,6 +92,7 @@ def undo_import_run(context: dg.OpExecutionContext, config: UndoImportConfig, hr
         "rows_put_back": dg.MetadataValue.int(sum(t["restored"] for t in result.totals().values())),
         "rows_removed": dg.MetadataValue.int(sum(t["removed"] for t in result.totals().values())),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "next_import": dg.MetadataValue.text(result.full_reads or "no shortcut was taken back"),
     }
     if result.preview:
         table = markdown_table(["stage", "table", "action", "row", "field", "now", "after the undo"], result.preview)

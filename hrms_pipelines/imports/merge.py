@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from hrms_pipelines.imports import changes
+from hrms_pipelines.imports.context import Context
 
-if TYPE_CHECKING:
-    from hrms_pipelines.imports.stage import StageContext
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class Merge:
     label: str                        # for counts: "ladders", "teams", ...
 
 
-def merge(ctx: StageContext, m: Merge, *, update: bool, record_id_sql: str) -> dict[str, int]:
+def merge(ctx: Context, m: Merge, *, update: bool, record_id_sql: str) -> dict[str, int]:
     """Insert new keys; update existing rows whose values really differ (when `update`), auditing
     before/after; count the rest as unchanged (same values) or skipped (differs, no update flag).
     A blank cell never erases a stored value: it compares and updates as "keep what is there".
@@ -89,7 +87,7 @@ def temp_table(conn: psycopg.Connection, name: str, query: str, params: Sequence
     return cur.rowcount
 
 
-def sql_rejects(ctx: StageContext, file: str, query: str, params: Sequence | None = None) -> int:
+def sql_rejects(ctx: Context, file: str, query: str, params: Sequence | None = None) -> int:
     """Add the rows of `query` (row_number, column, value, rule) as rejects of `file`; returns how many."""
     from hrms_pipelines.imports.reader import Reject
 

@@ -11,16 +11,18 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
+from hrms_pipelines.imports import shortcuts
 from hrms_pipelines.imports.reader import FileInfo
 
 TABLE = "hrms.imports_importrecord"
 
 
 def previous_success(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict) -> int | None:
-    """The id of the latest successful import of this exact file with these options, if any."""
+    """The id of the latest successful import of this exact file with these options, if any (and if no
+    undo or restore since took back its word: hrms_pipelines.imports.shortcuts)."""
     row = conn.execute(
-        f"SELECT id FROM {TABLE} WHERE stage = %s AND file_sha256 = %s AND options = %s "
-        "AND outcome = 'succeeded' ORDER BY id DESC LIMIT 1",
+        f"SELECT r.id FROM {TABLE} r WHERE r.stage = %s AND r.file_sha256 = %s AND r.options = %s "
+        f"AND r.outcome = 'succeeded' AND {shortcuts.vouches('r')} ORDER BY r.id DESC LIMIT 1",
         [stage, info.sha256, Jsonb(options)],
     ).fetchone()
     return row[0] if row else None
@@ -111,10 +113,10 @@ def record_unread(conn: psycopg.Connection, stage: str, path: Path, options: dic
 
 def last_success_by_file(conn: psycopg.Connection) -> dict[str, tuple[str, int]]:
     """file name -> (sha256, record id) of its latest successful import (an undone one does not count;
-    'unchanged' records only repeat a successful one)."""
+    'unchanged' records only repeat a successful one; one an undo or restore took back does not count)."""
     rows = conn.execute(
-        f"SELECT DISTINCT ON (file_name) file_name, file_sha256, id FROM {TABLE} "
-        "WHERE outcome = 'succeeded' ORDER BY file_name, id DESC"
+        f"SELECT DISTINCT ON (r.file_name) r.file_name, r.file_sha256, r.id FROM {TABLE} r "
+        f"WHERE r.outcome = 'succeeded' AND {shortcuts.vouches('r')} ORDER BY r.file_name, r.id DESC"
     ).fetchall()
     return {name: (sha, record_id) for name, sha, record_id in rows}
 

@@ -8,7 +8,7 @@ import os
 
 import dagster as dg
 
-from hrms_pipelines.imports import records
+from hrms_pipelines.imports import records, shortcuts
 from hrms_pipelines.imports.jobs import hrms_import, validate_hr_data
 from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions, schedule_cron, schedule_timezone
 from hrms_pipelines.imports.reader import ImportFileError, inspect_file
@@ -19,11 +19,13 @@ from hrms_pipelines.errors import error_boundary
 NIGHTLY_OPTIONS = {"create_users": True}
 
 
-def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[str], list[str]]:
-    """(changed or new files, unchanged files) of the import directory."""
+def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[str], list[str], int]:
+    """(changed or new files, unchanged files, the shortcut epoch) of the import directory. A file an
+    undo or restore took back the word of (hrms_pipelines.imports.shortcuts) counts as changed."""
     names = [n for n in [options.ladders_file, *options.org_files, options.users_file, options.history_file] if n]
     with hrms_db.connection(READER) as conn:
         last = records.last_success_by_file(conn)
+        reset = shortcuts.epoch(conn)
     changed, unchanged = [], []
     for name in names:
         path = options.file(name)
@@ -31,7 +33,7 @@ def changed_files(hrms_db: HrmsDatabase, options: ImportOptions) -> tuple[list[s
             continue
         sha = inspect_file(path).sha256
         (unchanged if last.get(name, ("", 0))[0] == sha else changed).append(f"{name}:{sha[:12]}")
-    return changed, unchanged
+    return changed, unchanged, reset
 
 
 @dg.schedule(
@@ -48,14 +50,15 @@ def hrms_import_nightly(context: dg.ScheduleEvaluationContext, hrms_db: HrmsData
     if not directory.is_dir():
         return dg.SkipReason(f"import directory {directory} does not exist")
     try:
-        changed, unchanged = changed_files(hrms_db, options)
+        changed, unchanged, reset = changed_files(hrms_db, options)
     except ImportFileError as exc:
-        changed, unchanged = [str(exc)], []
+        changed, unchanged, reset = [str(exc)], [], 0
     if not changed and not unchanged:
         return dg.SkipReason(f"no import file in {directory}")
     if not changed:
         return dg.SkipReason(f"no file in {directory} changed since the last successful import ({', '.join(unchanged)})")
-    run_key = hashlib.sha256("|".join(sorted(changed + unchanged)).encode()).hexdigest()[:16]
+    # the same files after an undo or restore are another night's work: the reset's id is in the key
+    run_key = hashlib.sha256("|".join(sorted(changed + unchanged) + ([f"reset:{reset}"] if reset else [])).encode()).hexdigest()[:16]
     return dg.RunRequest(
         run_key=run_key,
         run_config={"resources": {RESOURCE_KEY: {"config": NIGHTLY_OPTIONS}}},

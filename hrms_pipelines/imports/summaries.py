@@ -23,7 +23,43 @@ def database_counts(conn: psycopg.Connection) -> dict[str, int]:
     return {name: conn.execute(query).fetchone()[0] for name, query in DATABASE_COUNTS.items()}
 
 
-def stage_metadata(result: StageResult, counts: dict[str, int] | None = None) -> dict:
+# The tables behind the seed's counts, for the post-import summary of a run: what the run changed
+# (its change capture) beside the table's size as PostgreSQL estimates it -- never a count(*), whose
+# cost grows with the table however small the change.
+SUMMARY_TABLES = {"users": "employees_employee", "teams": "org_team", "tribes": "org_tribe", "chapters": "org_chapter",
+                  "timeline_events": "history_timelineevent"}
+
+
+def table_estimates(conn: psycopg.Connection) -> dict[str, int | None]:
+    """name -> rows of its table as the planner estimates them (pg_class.reltuples scaled to the
+    table's current pages), None when the table was never vacuumed or analyzed."""
+    rows = dict(conn.execute(
+        "SELECT c.relname, CASE WHEN c.reltuples < 0 THEN NULL WHEN c.relpages = 0 THEN c.reltuples::bigint "
+        "ELSE round(c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint END "
+        "FROM pg_class c WHERE c.oid = ANY(%s::regclass[])", [[f"hrms.{t}" for t in SUMMARY_TABLES.values()]]).fetchall())
+    return {name: rows.get(table) for name, table in SUMMARY_TABLES.items()}
+
+
+def run_summary(result: StageResult, estimates: dict[str, int | None]) -> dict:
+    """Metadata: per table, the rows this run inserted and updated, and the table's estimated size."""
+    captured = result.captured
+    rows, metadata = [], {}
+    for name, table in SUMMARY_TABLES.items():
+        inserted = captured.inserted.get(table, 0) if captured else 0
+        updated = captured.updated.get(table, 0) if captured else 0
+        estimate = estimates.get(name)
+        rows.append([name, inserted, updated, f"~{estimate:,}" if estimate is not None else "not analyzed yet"])
+        metadata[f"changed_{name}"] = dg.MetadataValue.int(inserted + updated)
+        if estimate is not None:
+            metadata[f"estimated_{name}"] = dg.MetadataValue.int(estimate)
+    metadata["summary"] = dg.MetadataValue.md(
+        markdown_table(["", "inserted by this run", "updated by this run", "rows stored (estimate, pg_class)"], rows)
+        + "\n\nusers: the estimate includes placeholder users")
+    return metadata
+
+
+def stage_metadata(result: StageResult, counts: dict[str, int | None] | None = None) -> dict:
+    """The stage report; with `counts` (table_estimates) also the post-import summary."""
     totals = result.counts
     outcome = "unchanged" if result.unchanged else ("dry_run" if result.dry_run else "succeeded")
     metadata: dict = {
@@ -71,9 +107,8 @@ def stage_metadata(result: StageResult, counts: dict[str, int] | None = None) ->
         metadata["warning_count"] = dg.MetadataValue.int(len(result.warnings))
     if result.dry_run and (result.preview or not result.message):
         metadata["preview"] = dg.MetadataValue.md(preview.markdown(result.preview))
-    if counts:
-        metadata["summary"] = dg.MetadataValue.md(markdown_table(["", "count"], [[k, v] for k, v in counts.items()]))
-        metadata.update({f"count_{k}": dg.MetadataValue.int(v) for k, v in counts.items()})
+    if counts is not None:
+        metadata.update(run_summary(result, counts))
     return metadata
 
 

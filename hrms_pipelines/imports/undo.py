@@ -32,7 +32,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from hrms_pipelines import locks, privacy
-from hrms_pipelines.imports import changes
+from hrms_pipelines.imports import changes, shortcuts
 from hrms_pipelines.metadata import markdown_table
 
 SHOWN = 10
@@ -59,6 +59,7 @@ class UndoResult:
     records: list[RecordUndo] = field(default_factory=list)
     preview: list[list] = field(default_factory=list)        # [stage, table, action, row, field, now, after undo], masked
     seconds: float = 0.0
+    full_reads: str = ""                                     # which files the next import reads in full (shortcuts)
 
     def totals(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -337,6 +338,8 @@ def undo_run(conn: psycopg.Connection, run_id: str, *, undo_run_id: str | None =
                     "UPDATE hrms.imports_importrecord SET outcome = 'undone', undone_at = now(), undone_by_run = %s "
                     "WHERE id = ANY(%s) AND outcome = 'succeeded'", [undo_run_id, record_ids]).rowcount
                 assert marked == len(record_ids), "an import record changed under the undo"
+                result.full_reads = shortcuts.after_undo(conn, [r.stage for r in result.records], result.totals(),
+                                                         undo_run_id, run_id)
                 conn.execute(
                     "INSERT INTO hrms.core_auditlog (run_id, source, action, table_name, row_key, before, after, import_record_id) "
                     "SELECT %s, %s, 'undo', 'imports_importrecord', r.id::text, jsonb_build_object('outcome', 'succeeded'), "
@@ -354,4 +357,6 @@ def undo_run(conn: psycopg.Connection, run_id: str, *, undo_run_id: str | None =
     result.seconds = time.monotonic() - started
     say(("dry run, would undo: " if dry_run else "undone: ") + ", ".join(
         f"{t} put back {c['restored']}, removed {c['removed']}" for t, c in result.totals().items()) or "nothing")
+    if result.full_reads:
+        say(result.full_reads)
     return result

@@ -1,0 +1,1 @@
+DROP TABLE hrms.imports_shortcutreset;
