@@ -15,7 +15,7 @@ hrms_pipelines.settings, never from run config, so nothing of the project needs 
 It wraps the one function of Dagster that maps a Pythonic field's Python type to its config type
 (dagster._config.pythonic_config.conversion_utils). The package installs it on import (`install`),
 before any Config class is turned into a schema: at once when Dagster is loaded, else as soon as
-that Dagster module is (light entry points such as the analyzer's CLI never load Dagster for it).
+Dagster's config module is (light entry points such as the analyzer's CLI never load Dagster for it).
 test_launch_config.py walks every job's run-config schema and fails if a *Source type is left
 anywhere (or if Dagster renames the function).
 """
@@ -27,7 +27,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-_MODULE = "dagster._config.pythonic_config.conversion_utils"
+_MODULE = "dagster._config.pythonic_config.config"  # it loads conversion_utils, and defines dg.Config
 _TARGET = "_config_type_for_type_on_pydantic_field"
 _MARK = "__hrms_plain_config__"
 
@@ -55,10 +55,24 @@ def plain_config_types() -> None:
 
     setattr(plain, _MARK, True)
     setattr(conversion_utils, _TARGET, plain)
+    hide_config_values_in_errors()
+
+
+def hide_config_values_in_errors() -> None:
+    """Pydantic's validation errors of Config classes without `input_value=...`: a validator that
+    refuses a value (full_backup: [...]) must not have the value echoed into the event log."""
+    from dagster._config.pythonic_config.config import MakeConfigCacheable
+
+    todo = [MakeConfigCacheable]
+    while todo:
+        cls = todo.pop()
+        if "model_config" in cls.__dict__:
+            cls.model_config["hide_input_in_errors"] = True
+        todo.extend(cls.__subclasses__())
 
 
 class _AfterDagsterConfig(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Runs `plain_config_types` right after Dagster's conversion module is loaded."""
+    """Runs `plain_config_types` right after Dagster's config module (dg.Config) is loaded."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != _MODULE:
