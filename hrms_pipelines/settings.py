@@ -159,11 +159,12 @@ def fingerprint(value: object) -> str:
     return f"<{len(text)} characters, sha256 {hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:8]}>"
 
 
-def shown(value: object) -> str:
-    """A value from run config as a message may show it: quoted when it is a plain name (allow-listed
-    characters, at most MAX_NAME_LENGTH), else only its length and a short hash (`fingerprint`)."""
+def shown(value: object, *, quoted: bool = True) -> str:
+    """A value from run config as a message may show it: as it is (quoted unless `quoted=False`) when it
+    is a plain name (allow-listed characters, at most MAX_NAME_LENGTH), else only its length and a
+    short hash (`fingerprint`)."""
     if isinstance(value, str) and value and len(value) <= MAX_NAME_LENGTH and _has_plain_chars(value):
-        return repr(value)
+        return repr(value) if quoted else value
     return fingerprint(value)
 
 
