@@ -139,9 +139,17 @@ def import_config(field: str, name: str) -> dict:
     return {"create_users": True, field: value}
 
 
+@pytest.fixture(scope="module")
+def instance():
+    """One test instance for the module's in-process runs (each is read back by its run id): creating
+    one costs seconds (7 s on a loaded 2-core machine), one per attack cost minutes."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
 @pytest.mark.parametrize("job", ["hrms_import", "hrms_import_dry_run"])
 @pytest.mark.parametrize("field", IMPORT_FIELDS)
-def test_import_name_fields_refuse_every_trick_in_process(job, field, configured, database_url_of_deployment):
+def test_import_name_fields_refuse_every_trick_in_process(job, field, configured, database_url_of_deployment, instance):
     dirs = configured
     definition = defs.resolve_job_def(job)
     before = snapshot(dirs["outside"], dirs["imports"], dirs["migrations"])
@@ -150,13 +158,12 @@ def test_import_name_fields_refuse_every_trick_in_process(job, field, configured
             # the traps of the logs folder
             name, why = {"symlink": ("planted.log", "is a symbolic link"), "fifo": ("pipe.log", "named pipe"),
                          "device": ("/dev/null", "holds a path separator")}[attack]
-        with dg.instance_for_test() as instance:
-            result = definition.execute_in_process(
-                run_config={"resources": {RESOURCE_KEY: {"config": import_config(field, name)}}}, instance=instance,
-                resources={"hrms_db": PinnedDatabase(location=database_url_of_deployment)}, raise_on_error=False)
-            assert not result.success, (field, attack)
-            text = "\n".join(r.user_message for r in instance.all_logs(result.run_id))
-            failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        result = definition.execute_in_process(
+            run_config={"resources": {RESOURCE_KEY: {"config": import_config(field, name)}}}, instance=instance,
+            resources={"hrms_db": PinnedDatabase(location=database_url_of_deployment)}, raise_on_error=False)
+        assert not result.success, (field, attack)
+        text = "\n".join(r.user_message for r in instance.all_logs(result.run_id))
+        failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         assert any(why in message for message in failures), (field, attack, failures)
         assert CANARY not in text and not any(CANARY in m for m in failures), (field, attack)
     assert snapshot(dirs["outside"], dirs["imports"], dirs["migrations"]) == before
