@@ -188,7 +188,7 @@ def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str, ta
     operator = spec.operator.strip().lower() if isinstance(spec.operator, str) else spec.operator
     if operator not in OPERATORS:
         raise FieldBackfillError(
-            f"{where}: filter operator {spec.operator!r} is not allowed; use one of: {', '.join(OPERATORS)}")
+            f"{where}: filter operator {settings.shown(spec.operator)} is not allowed; use one of: {', '.join(OPERATORS)}")
     if operator in ("is_null", "is_not_null"):
         if spec.value not in (None, True):
             raise FieldBackfillError(f"{where}: filter operator {operator} takes no value (got {shown(spec.column, spec.value, table)})")
@@ -240,7 +240,7 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
     `sensitive_allowed`: for a spec from run config, the personal or pay columns (`table.column`) it
     may set or filter on by value (see the module docstring); None for a registered one (code)."""
     table = normalize_table(spec.table)
-    where = f"field backfill of {spec.table!r}"
+    where = f"field backfill of {settings.shown(spec.table)}"
     if table not in ALLOWED_TABLES:
         raise FieldBackfillError(
             f"{where}: table {settings.shown(spec.table)} is not one a field backfill may change; allowed tables: "
