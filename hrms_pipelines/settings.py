@@ -141,10 +141,10 @@ def excerpt(value: object, limit: int = 40) -> str:
 
 
 # The characters a name from run config may hold: letters and digits of any script, space, and
-# . _ - + ( ) , # (`#` picks an Excel sheet: users.xlsx#Staff). Anything else (`/`, `:`, `=`, `@`,
+# . _ - + ( ) , # & ' (`#` picks an Excel sheet: users.xlsx#Staff). Anything else (`/`, `:`, `=`, `@`,
 # `%`, quotes, `$`...) makes the name refused, and then it is never shown: only its length and a
 # short hash are (`shown`). A URL, a DSN, a key or a token pasted into a name field cannot pass.
-_PLAIN_CHARS = re.compile(r"[^\W_]|[ ._+(),#-]")
+_PLAIN_CHARS = re.compile(r"[^\W_]|[ ._+(),#&'-]")
 
 
 def _has_plain_chars(text: str) -> bool:
@@ -183,7 +183,7 @@ def plain_name(name: str, what: str) -> str:
     elif len(name) > MAX_NAME_LENGTH:
         problem = f"is longer than {MAX_NAME_LENGTH} characters"
     elif not _has_plain_chars(name):
-        problem = "holds characters other than letters, digits, space and . _ - + ( ) , #"
+        problem = "holds characters other than letters, digits, space and . _ - + ( ) , # & '"
     if problem:
         raise UnsafeName(f"{what} {fingerprint(name)} {problem}: give a plain file name inside the configured "
                          "folder, not a path")

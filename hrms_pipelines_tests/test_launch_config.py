@@ -75,7 +75,7 @@ def test_env_reference_is_refused_before_the_variable_is_read(job, config, monke
 
 
 @pytest.mark.parametrize("name", ["https://hooks.example.org/services/T0/B0/" + CANARY, f"{CANARY}:x@y",
-                                  f"a=b{CANARY}", f"'{CANARY}'", "x" * 300])
+                                  f"a=b{CANARY}", f'"{CANARY}"', "x" * 300, f"{CANARY}%2F"])
 def test_a_name_that_is_not_plain_is_shown_by_length_and_hash(name):
     with pytest.raises(settings.UnsafeName) as refused:
         settings.plain_name(name, "import file")
@@ -85,7 +85,8 @@ def test_a_name_that_is_not_plain_is_shown_by_length_and_hash(name):
     assert settings.shown(name) == settings.fingerprint(name)
 
 
-@pytest.mark.parametrize("name", ["users.csv", "users.xlsx#Staff", "Équipe RH (2024).xlsx", "ladders_v2-final+x.csv"])
+@pytest.mark.parametrize("name", ["users.csv", "users.xlsx#Staff & Contractors", "Équipe RH (2024).xlsx",
+                                  "ladders_v2-final+x.csv", "Ama's export.csv"])
 def test_a_plain_name_is_shown_as_it_is(name):
     assert settings.plain_name(name, "import file") == name
     assert settings.shown(name) == repr(name)
