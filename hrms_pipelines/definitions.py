@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from hrms_pipelines import alerts, settings
+from hrms_pipelines import alerts, run_worker, settings
 from hrms_pipelines.io_manager import hrms_io_manager
 from hrms_pipelines.backfills import jobs as backfill_jobs, sensors as backfill_sensors
 from hrms_pipelines.migrations import jobs as migration_jobs
@@ -77,6 +77,7 @@ defs = dg.Definitions(
         "alert_notifier": alerts.notifier_from_environment(),
     },
     # Every step of a run talks to the same database and most hold one transaction: one process
-    # per run is faster (no per-step interpreter start) and keeps runs self-contained.
-    executor=dg.in_process_executor,
+    # per run is faster (no per-step interpreter start) and keeps runs self-contained. It records
+    # the run's process for run monitoring (run_worker.py): a run whose process dies is marked failed.
+    executor=run_worker.hrms_in_process_executor,
 )

@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Mapping
 from enum import Enum
 
+from hrms_pipelines import redaction
+
 
 class Kind(Enum):
     EMAIL = "email"
@@ -258,7 +260,9 @@ def scrub_text(text: str) -> str:
     every email address in it masked, and the forms that quote a row value masked where they are
     recognisable: PostgreSQL's `Key (col)=(value)`, `Failing row contains (...)`, COPY context lines,
     and the code's own `column salary, value '4800.00'` / `value '4800.00' for column salary`.
-    Code that knows a value's column masks it by column instead; this catches what slips through."""
+    Code that knows a value's column masks it by column instead; this catches what slips through.
+    The service's own secrets (passwords, URLs, keys) are redacted first (hrms_pipelines.redaction)."""
+    text = redaction.redact_secrets(text)
     text = mask_database_detail(text)
     text = _COLUMN_VALUE.sub(_mask_repr, text)
     text = _VALUE_FOR_COLUMN.sub(_mask_repr, text)

@@ -140,8 +140,37 @@ def excerpt(value: object, limit: int = 40) -> str:
     return repr(shown + ("…" if len(text) > limit else ""))
 
 
+# The characters a name from run config may hold: letters and digits of any script, space, and
+# . _ - + ( ) , # & ' (`#` picks an Excel sheet: users.xlsx#Staff). Anything else (`/`, `:`, `=`, `@`,
+# `%`, quotes, `$`...) makes the name refused, and then it is never shown: only its length and a
+# short hash are (`shown`). A URL, a DSN, a key or a token pasted into a name field cannot pass.
+_PLAIN_CHARS = re.compile(r"[^\W_]|[ ._+(),#&'-]")
+
+
+def _has_plain_chars(text: str) -> bool:
+    return all(_PLAIN_CHARS.fullmatch(char) for char in text)
+
+
+def fingerprint(value: object) -> str:
+    """A value that may not be shown, as its length and a short hash: `<23 characters, sha256 1a2b3c4d>`."""
+    import hashlib
+
+    text = value if isinstance(value, str) else repr(value)
+    return f"<{len(text)} characters, sha256 {hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:8]}>"
+
+
+def shown(value: object, *, quoted: bool = True) -> str:
+    """A value from run config as a message may show it: as it is (quoted unless `quoted=False`) when it
+    is a plain name (allow-listed characters, at most MAX_NAME_LENGTH), else only its length and a
+    short hash (`fingerprint`)."""
+    if isinstance(value, str) and value and len(value) <= MAX_NAME_LENGTH and _has_plain_chars(value):
+        return repr(value) if quoted else value
+    return fingerprint(value)
+
+
 def plain_name(name: str, what: str) -> str:
-    """`name` when it is a plain file name (no folder, no `..`, not absolute, not hidden); else UnsafeName."""
+    """`name` when it is a plain file name (allow-listed characters, no folder, not hidden); else
+    UnsafeName, whose message shows the name only by its length and hash."""
     if not isinstance(name, str) or not name.strip():
         raise UnsafeName(f"{what}: a file name is needed")
     problem = None
@@ -153,9 +182,11 @@ def plain_name(name: str, what: str) -> str:
         problem = "holds control characters"
     elif len(name) > MAX_NAME_LENGTH:
         problem = f"is longer than {MAX_NAME_LENGTH} characters"
+    elif not _has_plain_chars(name):
+        problem = "holds characters other than letters, digits, space and . _ - + ( ) , # & '"
     if problem:
-        raise UnsafeName(f"{what} {excerpt(name)} {problem}: give a plain file name inside the configured folder, "
-                         "not a path")
+        raise UnsafeName(f"{what} {fingerprint(name)} {problem}: give a plain file name inside the configured "
+                         "folder, not a path")
     return name
 
 
@@ -173,7 +204,7 @@ def open_regular_file(root: Path, name: str, what: str) -> BinaryIO:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == 40:  # ELOOP: the name is a symlink
-                raise PermissionError(f"{what} {excerpt(name)} in {root} is a symbolic link; "
+                raise PermissionError(f"{what} {shown(name)} in {root} is a symbolic link; "
                                       "only regular files are read") from None
             raise
     finally:
@@ -184,7 +215,7 @@ def open_regular_file(root: Path, name: str, what: str) -> BinaryIO:
         kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "not a regular file")
-        raise PermissionError(f"{what} {excerpt(name)} in {root} is {kind}; only regular files are read")
+        raise PermissionError(f"{what} {shown(name)} in {root} is {kind}; only regular files are read")
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
     return os.fdopen(fd, "rb")

@@ -190,3 +190,7 @@ def second_server():
     from hrms_pipelines_tests.servers import SecondServer
 
     return SecondServer(SECOND_PGDATA)
+
+
+# The one `dagster dev` the GraphQL suites share (booted once per session; see shared_ui.py).
+from hrms_pipelines_tests.shared_ui import alert_capture, hostile_deployment, shared_webserver  # noqa: E402,F401

@@ -15,9 +15,7 @@ and through `execute_in_process`, with hostile run config.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -28,28 +26,7 @@ from hrms_pipelines import settings
 from hrms_pipelines.definitions import defs
 from hrms_pipelines.imports.options import RESOURCE_KEY
 from hrms_pipelines.resources import PinnedDatabase
-from hrms_pipelines_tests.conftest import _url, create_dagster_storage, create_database, drop_database
-from hrms_pipelines_tests.e2e import ui as dagster_ui_server
-
-CANARY = f"CANARY-{uuid.uuid4().hex}"
-SAMPLE = settings.PROJECT_ROOT / "seeds" / "sample"
-
-LAUNCH = """
-mutation Launch($job: String!, $config: RunConfigData, $tags: [ExecutionTag!]) {
-  launchRun(executionParams: {
-    selector: {repositoryLocationName: "hrms_pipelines", repositoryName: "__repository__", jobName: $job},
-    runConfigData: $config, executionMetadata: {tags: $tags}}) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-
-EVENTS = """
-query Events($id: ID!) { logsForRun(runId: $id, limit: 5000) { __typename
-  ... on EventConnection { events { __typename ... on MessageEvent { message }
-    ... on ErrorEvent { error { message } } } } } }"""
+from hrms_pipelines_tests.shared_ui import CANARY, deployment_env, launch, run_messages
 
 # The fields that are gone: (job, run config that sets one). Each must be refused by the schema.
 REMOVED = [
@@ -89,42 +66,10 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, pg_admin_url, migrated_template, cli_base_env):
+def deployment(hostile_deployment):
     """Configured roots (import folder holding the sample and the traps, backups, logs, rejects, keys,
-    migrations) and an `outside` folder with planted files no run may read or touch."""
-    root = tmp_path_factory.mktemp("hostile")
-    outside = root / "outside"
-    outside.mkdir()
-    (outside / "secret.csv").write_text(f"email,first_name,last_name\n{CANARY}@nowhere.example,{CANARY},x\n")
-    (outside / "target.log").write_text(f"{CANARY}\n")
-    (outside / "0001_evil.up.sql").write_text("COPY (SELECT 1) TO PROGRAM 'touch /tmp/pwned';\n")
-    imports = root / "imports"
-    shutil.copytree(SAMPLE, imports)
-    (imports / "link.csv").symlink_to(outside / "secret.csv")
-    os.mkfifo(imports / "fifo.csv")
-    if os.geteuid() == 0:
-        os.mknod(imports / "device.csv", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
-    (imports / ".hidden.csv").write_text((SAMPLE / "users.csv").read_text())
-    logs = root / "logs"
-    logs.mkdir(mode=0o700)
-    (logs / "planted.log").symlink_to(outside / "target.log")
-    os.mkfifo(logs / "pipe.log")
-    migrations = root / "migrations"
-    shutil.copytree(settings.migrations_dir(), migrations)
-    (migrations / "evil").symlink_to(outside, target_is_directory=True)
-    dirs = {"root": root, "outside": outside, "imports": imports, "logs": logs, "migrations": migrations,
-            "backups": root / "backups", "rejects": root / "rejects", "keys": root / "keys", "home": root / "home"}
-    name = create_database(pg_admin_url, template=migrated_template, prefix="hostile")
-    dirs["database_url"] = _url(pg_admin_url, name)
-    yield dirs
-    drop_database(pg_admin_url, name)
-
-
-def deployment_env(dirs) -> dict[str, str]:
-    return {settings.IMPORT_DIR_ENV: str(dirs["imports"]), settings.BACKUP_DIR_ENV: str(dirs["backups"]),
-            settings.LOGS_DIR_ENV: str(dirs["logs"]), settings.REJECTS_DIR_ENV: str(dirs["rejects"]),
-            settings.KEYS_DIR_ENV: str(dirs["keys"]), settings.HOME_ENV: str(dirs["home"]),
-            settings.MIGRATIONS_DIR_ENV: str(dirs["migrations"])}
+    migrations) and an `outside` folder with planted files no run may read or touch (shared_ui.py)."""
+    return hostile_deployment
 
 
 @pytest.fixture
@@ -136,31 +81,9 @@ def configured(deployment, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def webserver(deployment, cli_base_env, pg_admin_url):
-    """The real webserver (+ daemon, which dequeues runs) on a free local port, on the test databases."""
-    storage, storage_url = create_dagster_storage(pg_admin_url, prefix="dagster_hostile")
-    env = dagster_ui_server.environment(
-        cli_base_env, database_url=deployment["database_url"],
-        dagster_storage_url=storage_url,
-        home=deployment["root"] / "dagster", import_dir=deployment["imports"], project_root=settings.PROJECT_ROOT,
-        migrations_dir=deployment["migrations"])
-    env.update(deployment_env(deployment))
-    ui = dagster_ui_server.start(settings.PROJECT_ROOT, env, deployment["root"] / "dagster-dev.log")
-    try:
-        yield ui
-    finally:
-        ui.stop()
-        drop_database(pg_admin_url, storage)
-
-
-def launch(ui, job: str, config: dict, tags: dict | None = None) -> dict:
-    tag_list = [{"key": k, "value": v} for k, v in (tags or {}).items()]
-    return ui.graphql(LAUNCH, {"job": job, "config": config, "tags": tag_list})["launchRun"]
-
-
-def run_messages(ui, run_id: str) -> str:
-    events = ui.graphql(EVENTS, {"id": run_id})["logsForRun"]["events"]
-    return "\n".join(f"{e.get('message') or ''}\n{(e.get('error') or {}).get('message') or ''}" for e in events)
+def webserver(shared_webserver):
+    """The real webserver (+ daemon, which dequeues runs), shared by the GraphQL suites (shared_ui.py)."""
+    return shared_webserver
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,12 +100,13 @@ def test_a_removed_field_is_refused_in_process(job, config, configured):
 
 def test_every_removed_field_is_refused_through_the_webserver(webserver, deployment):
     before = snapshot(deployment["outside"])
+    earlier = {r["runId"] for r in webserver.runs()}  # the webserver is shared: runs of other suites
     for job, config in REMOVED:
         result = launch(webserver, job, config)
         assert result["__typename"] == "RunConfigValidationInvalid", (job, result)
         assert any("unexpected config entry" in e["message"] for e in result["errors"]), (job, result)
     attacked = {job for job, _ in REMOVED}
-    launched = [r for r in webserver.runs() if r["jobName"] in attacked
+    launched = [r for r in webserver.runs() if r["jobName"] in attacked and r["runId"] not in earlier
                 and not any(t["key"] == "dagster/sensor_name" for t in r["tags"])]
     assert launched == [], "no run was created"
     assert snapshot(deployment["outside"]) == before
@@ -215,9 +139,17 @@ def import_config(field: str, name: str) -> dict:
     return {"create_users": True, field: value}
 
 
+@pytest.fixture(scope="module")
+def instance():
+    """One test instance for the module's in-process runs (each is read back by its run id): creating
+    one costs seconds (7 s on a loaded 2-core machine), one per attack cost minutes."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
 @pytest.mark.parametrize("job", ["hrms_import", "hrms_import_dry_run"])
 @pytest.mark.parametrize("field", IMPORT_FIELDS)
-def test_import_name_fields_refuse_every_trick_in_process(job, field, configured, database_url_of_deployment):
+def test_import_name_fields_refuse_every_trick_in_process(job, field, configured, database_url_of_deployment, instance):
     dirs = configured
     definition = defs.resolve_job_def(job)
     before = snapshot(dirs["outside"], dirs["imports"], dirs["migrations"])
@@ -226,13 +158,12 @@ def test_import_name_fields_refuse_every_trick_in_process(job, field, configured
             # the traps of the logs folder
             name, why = {"symlink": ("planted.log", "is a symbolic link"), "fifo": ("pipe.log", "named pipe"),
                          "device": ("/dev/null", "holds a path separator")}[attack]
-        with dg.instance_for_test() as instance:
-            result = definition.execute_in_process(
-                run_config={"resources": {RESOURCE_KEY: {"config": import_config(field, name)}}}, instance=instance,
-                resources={"hrms_db": PinnedDatabase(location=database_url_of_deployment)}, raise_on_error=False)
-            assert not result.success, (field, attack)
-            text = "\n".join(r.user_message for r in instance.all_logs(result.run_id))
-            failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        result = definition.execute_in_process(
+            run_config={"resources": {RESOURCE_KEY: {"config": import_config(field, name)}}}, instance=instance,
+            resources={"hrms_db": PinnedDatabase(location=database_url_of_deployment)}, raise_on_error=False)
+        assert not result.success, (field, attack)
+        text = "\n".join(r.user_message for r in instance.all_logs(result.run_id))
+        failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         assert any(why in message for message in failures), (field, attack, failures)
         assert CANARY not in text and not any(CANARY in m for m in failures), (field, attack)
     assert snapshot(dirs["outside"], dirs["imports"], dirs["migrations"]) == before

@@ -183,12 +183,12 @@ def _as_parameter(value: Any) -> str | None:
 
 def _filter_sql(spec: FilterSpec, columns: dict[str, ColumnInfo], where: str, table: str) -> tuple[sql.Composable, dict[str, Any]]:
     if spec.column not in columns:
-        raise FieldBackfillError(f"{where}: filter column {spec.column!r} does not exist; columns: {', '.join(columns)}")
+        raise FieldBackfillError(f"{where}: filter column {settings.shown(spec.column)} does not exist; columns: {', '.join(columns)}")
     column = sql.Identifier(spec.column)
     operator = spec.operator.strip().lower() if isinstance(spec.operator, str) else spec.operator
     if operator not in OPERATORS:
         raise FieldBackfillError(
-            f"{where}: filter operator {spec.operator!r} is not allowed; use one of: {', '.join(OPERATORS)}")
+            f"{where}: filter operator {settings.shown(spec.operator)} is not allowed; use one of: {', '.join(OPERATORS)}")
     if operator in ("is_null", "is_not_null"):
         if spec.value not in (None, True):
             raise FieldBackfillError(f"{where}: filter operator {operator} takes no value (got {shown(spec.column, spec.value, table)})")
@@ -240,10 +240,10 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
     `sensitive_allowed`: for a spec from run config, the personal or pay columns (`table.column`) it
     may set or filter on by value (see the module docstring); None for a registered one (code)."""
     table = normalize_table(spec.table)
-    where = f"field backfill of {spec.table!r}"
+    where = f"field backfill of {settings.shown(spec.table)}"
     if table not in ALLOWED_TABLES:
         raise FieldBackfillError(
-            f"{where}: table {spec.table!r} is not one a field backfill may change; allowed tables: "
+            f"{where}: table {settings.shown(spec.table)} is not one a field backfill may change; allowed tables: "
             + ", ".join(sorted(ALLOWED_TABLES)))
     if sensitive_allowed is not None:
         _check_sensitive(spec, table, sensitive_allowed)
@@ -258,7 +258,7 @@ def plan_field_backfill(conn: psycopg.Connection, spec: FieldSpec, *, name: str 
                                  f"(has {', '.join(f'{c} {t}' for c, t in key) or 'none'})")
     key_column = key[0][0]
     if spec.column not in columns:
-        raise FieldBackfillError(f"{where}: column {spec.column!r} does not exist; columns: {', '.join(columns)}")
+        raise FieldBackfillError(f"{where}: column {settings.shown(spec.column)} does not exist; columns: {', '.join(columns)}")
     target = columns[spec.column]
     if spec.column == key_column or not target.writable:
         raise FieldBackfillError(f"{where}: column {spec.column!r} cannot be backfilled (primary key, generated or identity)")

@@ -295,7 +295,7 @@ class BackfillRegistry:
             return self._backfills[name]
         except KeyError:
             known = ", ".join(sorted(self._backfills)) or "none"
-            raise UnknownBackfill(f"unknown backfill {name!r}; registered backfills: {known}") from None
+            raise UnknownBackfill(f"unknown backfill {settings.shown(name)}; registered backfills: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._backfills)

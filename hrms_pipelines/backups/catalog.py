@@ -117,7 +117,7 @@ def load_manifest(backup_id: str, backup_root: Path | str | None = None) -> Back
     root = root_of(backup_root)
     backup_id = (backup_id or "").strip()
     if not BACKUP_ID.fullmatch(backup_id):
-        raise BackupError(f"{settings.excerpt(backup_id)} is not a backup id (like 20260101T020000Z-1a2b3c4d); "
+        raise BackupError(f"{settings.shown(backup_id)} is not a backup id (like 20260101T020000Z-1a2b3c4d); "
                           f"{known_ids(root)}")
     if not _check_root(root):
         raise BackupError(f"unknown backup id {backup_id!r}; there are no backups in {root}")

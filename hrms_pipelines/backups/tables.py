@@ -84,9 +84,9 @@ class TableShape:
         return sql.SQL(", ").join(sql.Identifier(c.name) for c in self.columns)
 
 
-def table_shapes(conn: psycopg.Connection, tables: Sequence[str]) -> list[TableShape]:
-    """Columns (stored, not generated), primary key and kind of each table; unknown or unrestorable
-    ones refused."""
+def table_shapes(conn: psycopg.Connection, tables: Sequence[str], *, restorable_only: bool = True) -> list[TableShape]:
+    """Columns (stored, not generated), primary key and kind of each table; unknown ones refused, and
+    unrestorable ones unless `restorable_only=False` (a revert's backup of the tables it drops)."""
     shapes = []
     for name in dict.fromkeys(qualified(t) for t in tables):
         if not TABLE_NAME.fullmatch(name) or name.split(".")[0] != settings.HR_SCHEMA:
@@ -100,7 +100,8 @@ def table_shapes(conn: psycopg.Connection, tables: Sequence[str]) -> list[TableS
         ).fetchone()
         if row is None:
             raise BackupError(f"table {name} does not exist")
-        refuse_unrestorable(name, "cannot back up")
+        if restorable_only:
+            refuse_unrestorable(name, "cannot back up")
         oid, relkind = row
         columns = tuple(
             Column(n, t) for n, t in conn.execute(

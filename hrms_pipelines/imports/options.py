@@ -60,7 +60,7 @@ class ImportOptions(dg.ConfigurableResource):
     def _known_stages(cls, value: list[str]) -> list[str]:
         unknown = [v for v in value if v not in FULL_BACKUP_CHOICES]
         if unknown:
-            raise ValueError(f"full_backup: unknown stage(s) {', '.join(map(repr, unknown))}; "
+            raise ValueError(f"full_backup: unknown stage(s) {', '.join(map(settings.shown, unknown))}; "
                              f"choose from {', '.join(FULL_BACKUP_CHOICES)}")
         return value
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from pglast import parser as pg_parser
 
+from hrms_pipelines import settings
+
 FILE_PATTERN = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
 NON_TRANSACTIONAL_MARKER = re.compile(r"^\s*--\s*hrms:non-transactional\b", re.IGNORECASE)
 DEPENDS_ON_MARKER = re.compile(r"^\s*--\s*hrms:depends-on:\s*(?P<refs>.+)$", re.IGNORECASE)
@@ -136,7 +138,7 @@ def check_app(migrations: list[Migration], app: str | None) -> None:
     """Refuse an app name that no migration belongs to, naming the apps there are."""
     apps = {m.app for m in migrations}
     if app is not None and app not in apps:
-        raise MigrationError(f"unknown app {app!r}; apps: {', '.join(sorted(apps))}")
+        raise MigrationError(f"unknown app {settings.shown(app)}; apps: {', '.join(sorted(apps))}")
 
 
 def _parse_refs(migration_path: Path, raw: str) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ import dagster as dg
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.metadata import markdown_table
-from hrms_pipelines.migrations import bounds, files, gate, runner
+from hrms_pipelines.migrations import bounds, consent, files, gate, runner
 from hrms_pipelines.migrations.trace import TraceError
 from hrms_pipelines.resources import MIGRATOR, HrmsDatabase
 from hrms_pipelines.errors import error_boundary
@@ -175,13 +175,22 @@ def revert_to_target(context: dg.OpExecutionContext, config: RevertMigrationsCon
     timeouts = runner.Timeouts(config.lock_timeout, config.statement_timeout)
     with hrms_db.connection(MIGRATOR, autocommit=True) as conn:
         try:
-            if config.dry_run:
-                doomed = runner.revert_plan(migrations, runner.read_ledger(conn), app=config.app, target=config.target)
-            else:
-                doomed = runner.revert(
-                    conn, migrations, app=config.app, target=config.target, timeouts=timeouts,
-                    runner_wait=config.runner_wait, log=context.log.info,
-                )
+            # the deployment's consent (consent.py), checked and acted on under the runner's lock, so
+            # the plan it judged is the plan the runner reverts
+            with locks.session_lock(conn, locks.MIGRATIONS, wait=config.runner_wait):
+                plan = runner.revert_plan(migrations, runner.read_ledger(conn), app=config.app, target=config.target)
+                consented = consent.check(conn, plan, target=config.target)
+                if config.dry_run:
+                    doomed = plan
+                else:
+                    if backup_id := consent.protect(conn, consented, run_id=context.run_id):
+                        context.log.info(f"backed up the tables the revert empties: backup {backup_id} "
+                                         f"(under {consent.REVERTS_FOLDER}/ of the backup folder)")
+                        context.add_output_metadata({"revert_backup_id": backup_id})
+                    doomed = runner.revert(
+                        conn, migrations, app=config.app, target=config.target, timeouts=timeouts,
+                        runner_wait=config.runner_wait, log=context.log.info,
+                    )
         except (files.MigrationError, locks.LockNotAvailable) as exc:
             raise dg.Failure(str(exc)) from exc
     table = markdown_table(["migration"], [[m.label] for m in doomed]) if doomed else "nothing to revert"
@@ -200,6 +209,8 @@ def verify_after_revert(context: dg.OpExecutionContext, target: str, hrms_db: Hr
         raise dg.Failure("verification failed:\n" + "\n".join(report.problems()))
 
 
-@dg.job(description="Revert an app's migrations to a target version with their down files.", tags={"hrms/kind": "migration"})
+@dg.job(description="Revert an app's migrations to a target version with their down files. A down file that "
+        "drops rows or touches the audit log needs the deployment's consent (HRMS_REVERT_ALLOW); target 'zero' "
+        "needs HRMS_ENV=development.", tags={"hrms/kind": "migration"})
 def revert_migrations() -> None:
     verify_after_revert(revert_to_target())

@@ -227,7 +227,7 @@ def revert_plan(
             raise MigrationError("reverting every app needs target 'zero'; name an app to revert to a version")
     elif target != "zero" and (app, target) not in {m.key for m in migrations}:
         versions = ", ".join(m.version for m in migrations if m.app == app)
-        raise MigrationError(f"unknown target {app}/{target}: {app} has versions {versions} (or use 'zero')")
+        raise MigrationError(f"unknown target {app}/{settings.shown(target, quoted=False)}: {app} has versions {versions} (or use 'zero')")
     if changed := changed_files(migrations, ledger):
         raise MigrationError("refusing to revert: applied migration files changed: " + "; ".join(changed))
     doomed = [

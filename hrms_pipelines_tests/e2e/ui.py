@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hrms_pipelines import settings
 
-BOOT_TIMEOUT = 240      # seconds: a cold `dagster dev` on a busy 2-core machine
+BOOT_TIMEOUT = 600      # seconds: a cold `dagster dev` on a heavily loaded 2-core machine (load 15-20)
 STOP_TIMEOUT = 30
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
