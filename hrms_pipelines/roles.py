@@ -9,7 +9,10 @@
 
 The audit log is INSERT-only for every one of them: it belongs to hrms_audit_owner, a NOLOGIN role
 no duty is a member of (core/0005, hrms_pipelines.audit_owner), and triggers refuse UPDATE, DELETE and
-TRUNCATE. What each role may do on each table is granted by the migrations (core/0003, core/0005);
+TRUNCATE. No duty is a member of any role: a backfill reads its standbys' replay lag through
+hrms_monitor.standby_replay_lag(), a function of the NOLOGIN role hrms_monitor, which holds
+pg_read_all_stats (that role shows every session's statement text, so no duty holds it).
+What each role may do on each table is granted by the migrations (core/0003, core/0005);
 this module creates the roles and the schemas, which needs an administrator (the superuser of the
 embedded server, or the managed service's admin role), and refuses any connection that is more
 privileged than its duty. Every administrative session pins its search_path (pin_search_path) and

@@ -231,11 +231,15 @@ def test_the_readme_deployment_path_on_postgresql_15(pg15, deployment_dirs, migr
         deployment.env[duty.password_env] = set_password(pg15, duty, deployment.database)
     assert deployment.hr("SELECT count(*) FROM pg_hba_file_rules WHERE type <> 'host' OR auth_method <> 'scram-sha-256'") == [(0,)]
 
-    # apply_migrations: every migration, applied by the migrator, which owns the schema
+    # apply_migrations: every migration, applied by the migrator, which creates in the HR schema (its
+    # owner is the audit log's, which nobody logs in as) and owns the ledger's
     assert deployment.job("apply_migrations")[1] == "SUCCESS"
     assert deployment.count("employees_employee") == 0
     assert deployment.hr("SELECT count(*) FROM hrms_meta.migration_ledger")[0][0] == len(migrations)
-    assert deployment.hr("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'hrms'") == [("hrms_migrator",)]
+    assert deployment.hr("SELECT nspname, nspowner::regrole::text FROM pg_namespace WHERE nspname IN ('hrms', 'hrms_meta') "
+                         "ORDER BY 1") == [("hrms", "hrms_audit_owner"), ("hrms_meta", "hrms_migrator")]
+    assert deployment.hr("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'hrms.core_auditlog'::regclass") \
+        == [("hrms_audit_owner",)]
 
     # seed_environment: the fixtures of HRMS_ENV (development)
     assert deployment.job("seed_environment")[1] == "SUCCESS"
