@@ -188,18 +188,58 @@ _FUNCTIONS = ("core_auditlog_take_over()",
               "core_auditlog_detach_month(pg_catalog.text, pg_catalog.text, pg_catalog.int4)")
 
 
-def statements() -> list[str]:
-    """The administrator's part (idempotent; after the duty roles exist): the owner role, its schema,
-    the hand-over of the `hrms` schema, and the three functions."""
-    out = [
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) "
-        "'hrms_audit_owner') THEN CREATE ROLE hrms_audit_owner; END IF; END $$",
-        "ALTER ROLE hrms_audit_owner NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT",
+# A role created with no attribute but LOGIN or NOLOGIN (and INHERIT); an existing one loses any
+# attribute it must not have. Only what is wrong is altered: PostgreSQL lets only a superuser even
+# mention SUPERUSER in ALTER ROLE (15: REPLICATION and BYPASSRLS too; 16+: only a holder of
+# REPLICATION / BYPASSRLS / CREATEDB may mention those), so the administrator of a managed service
+# (CREATEROLE, CREATEDB: RDS, Cloud SQL, Azure) can run it, and a role that truly holds SUPERUSER
+# still fails loudly unless a superuser runs it. Placeholders: {name} (a literal), {role} (an
+# identifier), {login} (LOGIN or NOLOGIN), {can_login} (true or false).
+ROLE_TEMPLATE = """DO $$
+DECLARE
+    r record;
+BEGIN
+    SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, rolinherit INTO r
+    FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) {name};
+    IF NOT FOUND THEN
+        CREATE ROLE {role} {login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+        RETURN;
+    END IF;
+    IF r.rolsuper THEN ALTER ROLE {role} NOSUPERUSER; END IF;
+    IF r.rolreplication THEN ALTER ROLE {role} NOREPLICATION; END IF;
+    IF r.rolbypassrls THEN ALTER ROLE {role} NOBYPASSRLS; END IF;
+    IF r.rolcreatedb THEN ALTER ROLE {role} NOCREATEDB; END IF;
+    IF r.rolcreaterole THEN ALTER ROLE {role} NOCREATEROLE; END IF;
+    IF r.rolcanlogin IS DISTINCT FROM {can_login} THEN ALTER ROLE {role} {login}; END IF;
+    IF NOT r.rolinherit THEN ALTER ROLE {role} INHERIT; END IF;
+END
+$$"""
+
+
+def nologin_role(name: str) -> str:
+    """The create-or-fix statement of a NOLOGIN role (`name`: a constant of this code, no quoting needed)."""
+    return ROLE_TEMPLATE.format(name=f"'{name}'", role=name, login="NOLOGIN", can_login="false")
+
+
+def role_statements() -> list[str]:
+    """The owner role (after the duty roles exist): NOLOGIN, no attribute, a member of the migrator."""
+    return [
+        nologin_role(AUDIT_OWNER),
         # Only for core_auditlog_take_over (taking a table from its owner needs the owner's rights).
         "GRANT hrms_migrator TO hrms_audit_owner",
+    ]
+
+
+def statements() -> list[str]:
+    """The administrator's part (idempotent; after role_statements, and once the administrator may
+    SET ROLE hrms_audit_owner: roles.py grants it for the length of the script): its schema and the
+    three functions. What only the owner may do is done as the owner (SET ROLE ... RESET ROLE), so
+    the administrator needs no privilege of hrms_audit_owner's, only the right to become it."""
+    out = [
         "DO $$ BEGIN IF pg_catalog.to_regnamespace('hrms_audit') IS NULL THEN "
         "CREATE SCHEMA hrms_audit AUTHORIZATION hrms_audit_owner; END IF; END $$",
         "ALTER SCHEMA hrms_audit OWNER TO hrms_audit_owner",
+        "SET ROLE hrms_audit_owner",
         "REVOKE ALL ON SCHEMA hrms_audit FROM PUBLIC",
         "GRANT USAGE ON SCHEMA hrms_audit TO hrms_migrator",
     ]
@@ -207,7 +247,7 @@ def statements() -> list[str]:
         out.append(body.strip())
     for signature in _FUNCTIONS:
         function = f"hrms_audit.{signature}"
-        out += [f"ALTER FUNCTION {function} OWNER TO hrms_audit_owner",
-                f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC",
+        out += [f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC",
                 f"GRANT EXECUTE ON FUNCTION {function} TO hrms_migrator"]
+    out.append("RESET ROLE")
     return out

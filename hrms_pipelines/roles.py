@@ -9,7 +9,10 @@
 
 The audit log is INSERT-only for every one of them: it belongs to hrms_audit_owner, a NOLOGIN role
 no duty is a member of (core/0005, hrms_pipelines.audit_owner), and triggers refuse UPDATE, DELETE and
-TRUNCATE. What each role may do on each table is granted by the migrations (core/0003, core/0005);
+TRUNCATE. No duty is a member of any role: a backfill reads its standbys' replay lag through
+hrms_monitor.standby_replay_lag(), a function of the NOLOGIN role hrms_monitor, which holds
+pg_read_all_stats (that role shows every session's statement text, so no duty holds it).
+What each role may do on each table is granted by the migrations (core/0003, core/0005);
 this module creates the roles and the schemas, which needs an administrator (the superuser of the
 embedded server, or the managed service's admin role), and refuses any connection that is more
 privileged than its duty. Every administrative session pins its search_path (pin_search_path) and
@@ -168,16 +171,32 @@ def guard(conn: psycopg.Connection, duty: Duty) -> None:
 # Creating the roles (an administrator's job)
 
 
+MONITOR_ROLE = "hrms_monitor"
+"""NOLOGIN; a member of pg_read_all_stats (when the administrator can grant it); owns the schema
+hrms_monitor and its one SECURITY DEFINER function, hrms_monitor.standby_replay_lag(), which the
+import role may execute (a backfill's replica-lag throttle, hrms_pipelines.backfills.throttle)."""
+MONITOR_SCHEMA = "hrms_monitor"
+REPLAY_LAG_FUNCTION = "hrms_monitor.standby_replay_lag()"
+MONITOR_GRANT = f"GRANT pg_read_all_stats TO {MONITOR_ROLE}"
+"""What an administrator who cannot grant pg_read_all_stats asks its provider (or a superuser) to run."""
+
+
 def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None) -> list[sql.Composable]:
     """What an administrator runs once per cluster and database, idempotent: the login roles with
-    no special attribute, membership of nothing (but pg_read_all_stats for the import role: a
-    backfill reads its standbys' replay lag); the schemas (so the migrator needs no CREATE on the
-    database); the audit log's owner (hrms_pipelines.audit_owner). Written for a session whose
-    search_path is pinned (pin_search_path), and qualified besides."""
+    no special attribute and membership of nothing; the audit log's owner (hrms_pipelines.audit_owner);
+    the schemas (so the migrator needs no CREATE on the database); the monitor role and its function
+    (a backfill reads its standbys' replay lag through it). Written for a session whose search_path
+    is pinned (pin_search_path), and qualified besides.
+
+    Runs as a superuser or as a managed service's administrator (CREATEROLE, CREATEDB; PostgreSQL
+    15-18). Handing a schema or a function to a role needs the right to SET ROLE to it: the
+    administrator grants itself that on the three roles it hands something to (16+: SET only, no
+    INHERIT), does the owner's part as the owner, and revokes it at the end."""
     passwords = passwords or {}
     statements: list[sql.Composable] = []
     for duty in Duty:
-        statements.append(sql.SQL(_ROLE).format(name=sql.Literal(duty.role), role=sql.Identifier(duty.role)))
+        statements.append(sql.SQL(audit_owner.ROLE_TEMPLATE).format(
+            name=sql.Literal(duty.role), role=sql.Identifier(duty.role), login=sql.SQL("LOGIN"), can_login=sql.SQL("true")))
         if duty in passwords:
             statements.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(duty.role), sql.Literal(passwords[duty])))
     db = sql.Identifier(database)
@@ -185,46 +204,47 @@ def bootstrap_statements(database: str, passwords: dict[Duty, str] | None = None
     # No duty creates schemas: the HR schema belongs to the audit log's owner (the owner of a schema
     # may drop any table in it), the ledger's to the migrator; the migrator creates inside both.
     statements.append(sql.SQL(_FIX_MEMBERSHIPS))  # type: ignore[arg-type]  # code, not input
+    statements += [sql.SQL(s) for s in audit_owner.role_statements()]  # type: ignore[misc]  # code, not input
+    statements.append(sql.SQL(audit_owner.nologin_role(MONITOR_ROLE)))  # type: ignore[arg-type]  # code, not input
+    statements.append(sql.SQL(_ADMIN_MAY_SET.replace("{grant}", "GRANT")))  # type: ignore[arg-type]  # code, not input
     statements += [sql.SQL(s) for s in audit_owner.statements()]  # type: ignore[misc]  # code, not input
-    statements.append(sql.SQL(_SCHEMAS))  # type: ignore[arg-type]  # code, not input
+    statements += [sql.SQL(s) for s in _SCHEMAS]  # type: ignore[misc]  # code, not input
     statements.append(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC, {}").format(db, migrator))
     statements.append(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
         db, sql.SQL(", ").join(sql.Identifier(d.role) for d in Duty)))
     statements.append(sql.SQL(_FIX_OWNERS))  # type: ignore[arg-type]  # code, not input
-    # The one membership a duty holds: backfills read their standbys' replay lag (pg_stat_replication).
-    statements.append(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(IMPORTER.role)))
+    statements += [sql.SQL(s) for s in _MONITOR]  # type: ignore[misc]  # code, not input
+    statements.append(sql.SQL(_ADMIN_MAY_SET.replace("{grant}", "REVOKE")))  # type: ignore[arg-type]  # code, not input
     return statements
 
 
-# A duty's login role: created with no attribute but LOGIN (and INHERIT); an existing one loses any
-# attribute its duty must not have. Only what is wrong is altered: PostgreSQL lets only a superuser
-# even mention SUPERUSER in ALTER ROLE (15: REPLICATION and BYPASSRLS too; 16+: only a holder of
-# REPLICATION / BYPASSRLS / CREATEDB may mention those), so the administrator of a managed service
-# (CREATEROLE, CREATEDB: RDS, Cloud SQL, Azure) can run it, and a role that truly holds SUPERUSER
-# still fails loudly unless a superuser runs it.
-_ROLE = """DO $$
+# The administrator (unless a superuser) may SET ROLE to the roles it hands a schema or a function to
+# for the length of the script: PostgreSQL 15 asks for membership (CREATEROLE may grant it), 16+ for
+# the SET option (the creator of a role holds ADMIN OPTION on it); on 16+ without INHERIT, so the
+# administrator's own sessions never carry the audit log owner's rights. The last statement revokes
+# it again: nobody who logs in stays a member of hrms_audit_owner (a re-run grants it anew).
+_ADMIN_MAY_SET = """DO $$
 DECLARE
-    r record;
+    v_role pg_catalog.name;
 BEGIN
-    SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, rolinherit INTO r
-    FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) {name};
-    IF NOT FOUND THEN
-        CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
         RETURN;
     END IF;
-    IF r.rolsuper THEN ALTER ROLE {role} NOSUPERUSER; END IF;
-    IF r.rolreplication THEN ALTER ROLE {role} NOREPLICATION; END IF;
-    IF r.rolbypassrls THEN ALTER ROLE {role} NOBYPASSRLS; END IF;
-    IF r.rolcreatedb THEN ALTER ROLE {role} NOCREATEDB; END IF;
-    IF r.rolcreaterole THEN ALTER ROLE {role} NOCREATEROLE; END IF;
-    IF NOT r.rolcanlogin THEN ALTER ROLE {role} LOGIN; END IF;
-    IF NOT r.rolinherit THEN ALTER ROLE {role} INHERIT; END IF;
+    FOREACH v_role IN ARRAY ARRAY['hrms_audit_owner', 'hrms_migrator', 'hrms_monitor']::pg_catalog.name[] LOOP
+        IF '{grant}' OPERATOR(pg_catalog.=) 'REVOKE' THEN
+            EXECUTE pg_catalog.format('REVOKE %I FROM %I', v_role, CURRENT_USER);
+        ELSIF pg_catalog.current_setting('server_version_num')::pg_catalog.int4 OPERATOR(pg_catalog.>=) 160000 THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE', v_role, CURRENT_USER);
+        ELSE
+            EXECUTE pg_catalog.format('GRANT %I TO %I', v_role, CURRENT_USER);
+        END IF;
+    END LOOP;
 END
 $$"""
 
 
-# Older versions granted the import role to the migrating user (harmless) — a duty's own role must
-# hold no other role. Plain SQL, so an administrator can run exactly what bootstrap runs.
+# Older versions granted the import role to the migrating user (harmless), and pg_read_all_stats to
+# the import role (it reads every session's query text) — a duty's own role must hold no other role. Plain SQL, so an administrator can run exactly what bootstrap runs.
 _FIX_MEMBERSHIPS = """
 DO $fix$
 DECLARE
@@ -234,15 +254,20 @@ BEGIN
              JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) am.roleid
              JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) am.member
              WHERE m.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['hrms_migrator', 'hrms_importer', 'hrms_restorer',
-                                                               'hrms_reader']::pg_catalog.name[])
-               AND NOT (g.rolname OPERATOR(pg_catalog.=) 'pg_read_all_stats'
-                        AND m.rolname OPERATOR(pg_catalog.=) 'hrms_importer') LOOP
-        EXECUTE pg_catalog.format('REVOKE %I FROM %I', r.granted, r.member);
+                                                               'hrms_reader']::pg_catalog.name[]) LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('REVOKE %I FROM %I', r.granted, r.member);
+        EXCEPTION WHEN insufficient_privilege THEN
+            -- 16+: a managed administrator may not revoke a predefined role it holds no ADMIN OPTION on
+            -- (older versions granted pg_read_all_stats to the import role)
+            RAISE WARNING '% is a member of % and % may not revoke it: ask your provider (or a superuser) to run: REVOKE % FROM %',
+                r.member, r.granted, CURRENT_USER, pg_catalog.quote_ident(r.granted), pg_catalog.quote_ident(r.member);
+        END;
     END LOOP;
 END
 $fix$"""
 
-_SCHEMAS = """
+_SCHEMAS = ["""
 DO $schemas$
 BEGIN
     IF pg_catalog.to_regnamespace('hrms') IS NULL THEN
@@ -253,12 +278,66 @@ BEGIN
     END IF;
     ALTER SCHEMA hrms OWNER TO hrms_audit_owner;
     ALTER SCHEMA hrms_meta OWNER TO hrms_migrator;
-    REVOKE CREATE ON SCHEMA hrms FROM PUBLIC;
-    -- with grant option: the migrations grant USAGE to the other duties
-    GRANT USAGE ON SCHEMA hrms TO hrms_migrator WITH GRANT OPTION;
-    GRANT CREATE ON SCHEMA hrms TO hrms_migrator;
 END
-$schemas$"""
+$schemas$""".strip(),
+    # the grants on the HR schema are its owner's to give
+    "SET ROLE hrms_audit_owner",
+    "REVOKE CREATE ON SCHEMA hrms FROM PUBLIC",
+    # with grant option: the migrations grant USAGE to the other duties
+    "GRANT USAGE ON SCHEMA hrms TO hrms_migrator WITH GRANT OPTION",
+    "GRANT CREATE ON SCHEMA hrms TO hrms_migrator",
+    "RESET ROLE",
+]
+
+# The monitor: pg_read_all_stats lets a role read every session's query text (salaries in an UPDATE,
+# passwords in an ALTER ROLE), so no duty holds it. hrms_monitor, a NOLOGIN role nobody is a member
+# of, holds it (when the administrator can grant it: a superuser, 15's CREATEROLE, 16+'s ADMIN OPTION
+# on pg_read_all_stats; otherwise a NOTICE says what to ask the provider for) and owns one function
+# that returns only what a backfill's throttle needs; the import role may execute it.
+_MONITOR_GRANT = """DO $$
+BEGIN
+    IF pg_catalog.pg_has_role('hrms_monitor', 'pg_read_all_stats', 'MEMBER') THEN
+        RETURN;
+    END IF;
+    IF (SELECT rolsuper OR (rolcreaterole AND pg_catalog.current_setting('server_version_num')::pg_catalog.int4
+                                              OPERATOR(pg_catalog.<) 160000)
+        FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+       OR pg_catalog.pg_has_role(CURRENT_USER, 'pg_read_all_stats', 'USAGE WITH ADMIN OPTION') THEN
+        GRANT pg_read_all_stats TO hrms_monitor;
+    ELSE
+        RAISE NOTICE '% may not grant pg_read_all_stats (PostgreSQL 16+ asks for ADMIN OPTION on it): ask your provider (or a superuser) to run: GRANT pg_read_all_stats TO hrms_monitor; until then a backfill refuses to start on a primary that has standbys (it cannot read their replay lag)', CURRENT_USER;
+    END IF;
+END
+$$"""
+
+_REPLAY_LAG = r"""
+CREATE OR REPLACE FUNCTION hrms_monitor.standby_replay_lag()
+    RETURNS TABLE (standby pg_catalog.text, state pg_catalog.text, replay_position pg_catalog.float8,
+                   replay_lag_s pg_catalog.float8, primary_position pg_catalog.float8)
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT COALESCE(NULLIF(r.application_name, ''), 'walreceiver') OPERATOR(pg_catalog.||) ' ('
+               OPERATOR(pg_catalog.||) COALESCE(pg_catalog.host(r.client_addr), 'local socket') OPERATOR(pg_catalog.||) ')',
+           r.state,
+           (r.replay_lsn OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.float8,
+           pg_catalog.date_part('epoch', r.replay_lag)::pg_catalog.float8,
+           (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.float8
+    FROM pg_catalog.pg_stat_replication r
+    WHERE r.state IS NULL OR r.state OPERATOR(pg_catalog.=) ANY (ARRAY['streaming', 'catchup']::pg_catalog.text[])
+$fn$"""
+
+_MONITOR = [
+    _MONITOR_GRANT,
+    "DO $$ BEGIN IF pg_catalog.to_regnamespace('hrms_monitor') IS NULL THEN "
+    "CREATE SCHEMA hrms_monitor AUTHORIZATION hrms_monitor; END IF; END $$",
+    "ALTER SCHEMA hrms_monitor OWNER TO hrms_monitor",
+    "SET ROLE hrms_monitor",
+    "REVOKE ALL ON SCHEMA hrms_monitor FROM PUBLIC",
+    "GRANT USAGE ON SCHEMA hrms_monitor TO hrms_importer",
+    _REPLAY_LAG.strip(),
+    "REVOKE ALL ON FUNCTION hrms_monitor.standby_replay_lag() FROM PUBLIC",
+    "GRANT EXECUTE ON FUNCTION hrms_monitor.standby_replay_lag() TO hrms_importer",
+    "RESET ROLE",
+]
 
 # An existing deployment whose migrations ran as a superuser hands the HR tables to the migrator
 # (all but the audit log's, which core/0005 hands to hrms_audit_owner and which stay there).

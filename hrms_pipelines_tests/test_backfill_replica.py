@@ -150,15 +150,15 @@ def test_a_standby_that_disappears_fails_the_run_after_a_bound_with_its_checkpoi
 def test_a_role_that_cannot_read_the_standbys_lag_is_refused_before_any_change(second_server, primary, standby):
     url = second_server.url(primary)
     with psycopg.connect(second_server.url(), autocommit=True) as admin:
-        admin.execute("REVOKE pg_read_all_stats FROM hrms_importer")
+        admin.execute("REVOKE pg_read_all_stats FROM hrms_monitor")
     try:
         with pytest.raises(BackfillError, match=r"streams to 1 standby\(s\) but hrms_importer cannot read their replay "
-                                                r"position .* GRANT pg_read_all_stats TO hrms_importer"):
+                                                r"position .* GRANT pg_read_all_stats TO hrms_monitor"):
             engine.run(PinnedDatabase(location=second_server.location(primary)), registry.get("set_employee_status"),
                        SLOW, log=EventLog())
     finally:
         with psycopg.connect(second_server.url(), autocommit=True) as admin:
-            admin.execute("GRANT pg_read_all_stats TO hrms_importer")
+            admin.execute("GRANT pg_read_all_stats TO hrms_monitor")
     assert checkpoint(url) is None
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM hrms.employees_employee WHERE status IS NOT NULL").fetchone()[0] == 0

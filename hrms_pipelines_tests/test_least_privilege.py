@@ -233,9 +233,9 @@ def test_an_existing_deployment_migrated_by_a_superuser_moves_to_the_duty_roles(
             assert owners == [("hrms_migrator",)]
             assert admin.execute("SELECT nspname, nspowner::regrole::text FROM pg_namespace WHERE nspname LIKE 'hrms%' "
                                  "ORDER BY 1").fetchall() == [("hrms", "hrms_audit_owner"), ("hrms_audit", "hrms_audit_owner"),
-                                                             ("hrms_meta", "hrms_migrator")]
-            assert admin.execute("SELECT count(*) FROM pg_auth_members WHERE member = 'hrms_importer'::regrole "
-                                 "AND roleid <> 'pg_read_all_stats'::regrole").fetchone()[0] == 0
+                                                             ("hrms_meta", "hrms_migrator"), ("hrms_monitor", "hrms_monitor")]
+            assert admin.execute("SELECT count(*) FROM pg_auth_members WHERE member = 'hrms_importer'::regrole"
+                                 ).fetchone()[0] == 0
         with psycopg.connect(as_role(url, MIGRATOR), autocommit=True) as conn:
             assert runner.changed_files(migrations, runner.read_ledger(conn)) == []
             assert core_0001.up.accepts_checksum(runner.read_ledger(conn)[("core", "0001")].checksum)
@@ -276,3 +276,24 @@ def test_the_importer_cannot_read_password_hashes_nor_create_accounts_nor_grant_
     with psycopg.connect(database_url, autocommit=True) as admin:
         assert admin.execute("SELECT (SELECT count(*) FROM hrms.core_rolepermission), "
                              "(SELECT array_agg(is_superuser) FROM hrms.core_useraccount)").fetchone() == before
+
+
+def test_the_importer_cannot_read_another_sessions_statements_yet_reads_its_standbys_lag(database_url):
+    """pg_read_all_stats would show the import role every session's statement text (a salary in an
+    UPDATE, a password in an ALTER ROLE): it holds no role. A backfill reads its standbys' replay lag
+    through hrms_monitor.standby_replay_lag(), whose owner (NOLOGIN) nobody can become."""
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT 'salary 98765 for employee 42' AS secret")
+        pid = other.info.backend_pid
+        with psycopg.connect(database_url) as admin:   # a session that may see it does
+            assert "98765" in admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+        with connect(database_url, IMPORTER) as conn:
+            assert conn.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() \
+                == ("<insufficient privilege>",)
+            assert conn.execute("SELECT pg_has_role('pg_read_all_stats', 'USAGE'), "
+                                "pg_has_role('hrms_monitor', 'MEMBER')").fetchone() == (False, False)
+            assert conn.execute("SELECT count(*) FROM hrms_monitor.standby_replay_lag()").fetchone() == (0,)  # no standby
+        assert other.execute("SELECT pg_has_role('hrms_monitor', 'pg_read_all_stats', 'USAGE')").fetchone() == (True,)
+    refused(database_url, IMPORTER, "SET ROLE hrms_monitor", match="permission denied to set role")
+    for duty in (MIGRATOR, RESTORER, READER):
+        refused(database_url, duty, "SELECT * FROM hrms_monitor.standby_replay_lag()", match="permission denied")

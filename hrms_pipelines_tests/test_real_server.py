@@ -86,6 +86,40 @@ def test_roles_sql_works_for_a_managed_service_administrator(server):
         done = server.psql(ADMIN, database, "-f", "-", input=text)
         assert done.returncode == 0, f"{attempt} ({server.version}): {done.stderr}"
     with server.connect(SUPERUSER, database) as conn:
+        server_version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]
+        # 15: CREATEROLE may grant pg_read_all_stats; 16+: only a holder of ADMIN OPTION on it, and the
+        # script says what to ask the provider for
+        monitor_reads = server_version < 160000
+        assert conn.execute("SELECT pg_has_role('hrms_monitor', 'pg_read_all_stats', 'USAGE')").fetchone() == (monitor_reads,)
+        assert ("GRANT pg_read_all_stats TO hrms_monitor" in done.stderr) is not monitor_reads, done.stderr
+        # the administrator handed schemas and functions over as their owners, and holds none of them now;
+        # no duty is a member of anything (the audit log's owner in particular)
+        # (16+ records the creator's ADMIN OPTION as a membership with neither SET nor INHERIT: that one stays)
+        usable = "set_option OR inherit_option" if server_version >= 160000 else "true"
+        assert conn.execute(f"SELECT array_agg(roleid::regrole::text ORDER BY 1) FROM pg_auth_members WHERE member = "
+                            f"%s::regrole AND roleid::regrole::text LIKE 'hrms%%' AND ({usable})", [ADMIN]).fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM pg_auth_members WHERE member::regrole::text = ANY(%s)",
+                            [list(roles.ALL_ROLES)]).fetchone() == (0,)
+        assert conn.execute("SELECT nspname, nspowner::regrole::text FROM pg_namespace WHERE nspname LIKE 'hrms%' "
+                            "ORDER BY 1").fetchall() == [("hrms", "hrms_audit_owner"), ("hrms_audit", "hrms_audit_owner"),
+                                                         ("hrms_meta", "hrms_migrator"), ("hrms_monitor", "hrms_monitor")]
+        assert conn.execute("SELECT DISTINCT proowner::regrole::text, prosecdef, proconfig FROM pg_proc "
+                            "WHERE pronamespace::regnamespace::text IN ('hrms_audit', 'hrms_monitor') ORDER BY 1").fetchall() \
+            == [("hrms_audit_owner", True, ["search_path=pg_catalog, pg_temp"]),
+                ("hrms_monitor", True, ["search_path=pg_catalog, pg_temp"])]
+        # what the provider grants on 16+ (and an import role an older version made a member of it)
+        conn.execute("GRANT pg_read_all_stats TO hrms_monitor, hrms_importer")
+    done = server.psql(ADMIN, database, "-f", "-", input=text)
+    assert done.returncode == 0, done.stderr
+    with server.connect(SUPERUSER, database) as conn:
+        kept = conn.execute("SELECT pg_has_role('hrms_importer', 'pg_read_all_stats', 'MEMBER')").fetchone()[0]
+    # 15: the administrator revokes it; 16+: it may not, and says what to ask for
+    assert kept is not monitor_reads
+    assert ("REVOKE pg_read_all_stats FROM hrms_importer" in done.stderr) is kept, done.stderr
+    if kept:
+        with server.connect(SUPERUSER, database) as conn:
+            conn.execute("REVOKE pg_read_all_stats FROM hrms_importer")
+    with server.connect(SUPERUSER, database) as conn:
         attributes = conn.execute(
             "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin, rolinherit "
             "FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1", [list(roles.ALL_ROLES)]).fetchall()
@@ -97,8 +131,12 @@ def test_roles_sql_works_for_a_managed_service_administrator(server):
         set_password(server, duty, database)
         with psycopg.connect(roles.with_user(server.location(database), duty.role, server.passwords[duty.role])) as conn:
             roles.guard(conn, duty)          # no attribute, no membership: the duty's connection is accepted
+            # the replica-lag throttle's one window on the server: the import role's only
+            assert conn.execute("SELECT has_function_privilege(p.oid, 'EXECUTE') FROM pg_proc p "
+                                "WHERE p.proname = 'standby_replay_lag'").fetchone() == (duty is roles.IMPORTER,)
             assert conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
-            assert conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone() == (duty is roles.MIGRATOR,)
+            # no duty creates schemas, the migrator neither (it creates inside hrms and hrms_meta)
+            assert conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone() == (False,)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(roles.with_user(server.location(database), roles.READER.role, "wrong"))
 
@@ -193,11 +231,15 @@ def test_the_readme_deployment_path_on_postgresql_15(pg15, deployment_dirs, migr
         deployment.env[duty.password_env] = set_password(pg15, duty, deployment.database)
     assert deployment.hr("SELECT count(*) FROM pg_hba_file_rules WHERE type <> 'host' OR auth_method <> 'scram-sha-256'") == [(0,)]
 
-    # apply_migrations: every migration, applied by the migrator, which owns the schema
+    # apply_migrations: every migration, applied by the migrator, which creates in the HR schema (its
+    # owner is the audit log's, which nobody logs in as) and owns the ledger's
     assert deployment.job("apply_migrations")[1] == "SUCCESS"
     assert deployment.count("employees_employee") == 0
     assert deployment.hr("SELECT count(*) FROM hrms_meta.migration_ledger")[0][0] == len(migrations)
-    assert deployment.hr("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'hrms'") == [("hrms_migrator",)]
+    assert deployment.hr("SELECT nspname, nspowner::regrole::text FROM pg_namespace WHERE nspname IN ('hrms', 'hrms_meta') "
+                         "ORDER BY 1") == [("hrms", "hrms_audit_owner"), ("hrms_meta", "hrms_migrator")]
+    assert deployment.hr("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'hrms.core_auditlog'::regclass") \
+        == [("hrms_audit_owner",)]
 
     # seed_environment: the fixtures of HRMS_ENV (development)
     assert deployment.job("seed_environment")[1] == "SUCCESS"

@@ -13,9 +13,13 @@ behind, and the sessions a batch made wait.
   standby that has replayed everything the primary had written when it was checked has no lag. A
   standby that disappears is waited for up to HRMS_BACKFILL_STANDBY_GONE_SECONDS (default 120), then
   the run fails with its checkpoint intact; a lag that stays over the limit fails the run after
-  `max_busy_wait_seconds`. Reading another session's replay position needs pg_read_all_stats
-  (roles.py grants it to the import role); without it the run refuses to start on a primary with
-  standbys rather than run blind.
+  `max_busy_wait_seconds`. Reading another session's replay position needs pg_read_all_stats, which
+  no duty holds (it also shows every session's query text): the import role calls
+  hrms_monitor.standby_replay_lag(), a SECURITY DEFINER function of the NOLOGIN role hrms_monitor
+  that holds it (roles.py), and that returns only each standby's name, state, replay position and
+  measured lag, and the primary's WAL position. When hrms_monitor lacks pg_read_all_stats (a managed
+  service's administrator on 16+ may not grant it) the run refuses to start on a primary with
+  standbys rather than run blind, naming the grant to ask for.
 - **Bystanders** (`blocked_by_me`): the sessions waiting on a lock the batch's transaction holds,
   counted just before it commits; engine.py shrinks the next batch and lengthens the pause when any.
 
@@ -32,6 +36,7 @@ from typing import Any, Protocol
 import psycopg
 
 from hrms_pipelines.backfills.registry import BackfillError, Options
+from hrms_pipelines.roles import MONITOR_GRANT, MONITOR_ROLE, REPLAY_LAG_FUNCTION
 
 MAX_REPLICA_LAG_ENV = "HRMS_BACKFILL_MAX_REPLICA_LAG"
 """Deployment configuration: seconds a standby may replay behind the primary before batches wait."""
@@ -97,14 +102,21 @@ def blocked_by_me(conn: psycopg.Connection) -> int:
 
 # --- replica lag -------------------------------------------------------------------------------
 
-_STANDBYS = """
-    SELECT coalesce(nullif(application_name, ''), 'walreceiver') || ' (' || coalesce(host(client_addr), 'local socket')
-               || ')' AS name,
-           state, (replay_lsn - '0/0'::pg_lsn)::float8, extract(epoch FROM replay_lag)::float8,
-           (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8
-    FROM pg_stat_replication
-    WHERE state IS NULL OR state IN ('streaming', 'catchup')
-    ORDER BY 1"""
+# What the import role may read of its standbys: hrms_monitor.standby_replay_lag() (roles.py), a
+# SECURITY DEFINER function of the NOLOGIN role hrms_monitor, which holds pg_read_all_stats; the import
+# role itself holds no role (pg_read_all_stats would show it every session's query text).
+_STANDBYS = f"""
+    SELECT standby, state, replay_position, replay_lag_s, primary_position
+    FROM {REPLAY_LAG_FUNCTION} ORDER BY 1"""
+# Before the function exists (roles sql not run again since an upgrade): only whether there are standbys.
+_ANY_STANDBY = "SELECT count(*) FROM pg_catalog.pg_stat_replication"
+
+
+def _cannot_read(conn: psycopg.Connection, count: int, why: str) -> BackfillError:
+    return BackfillError(
+        f"the primary streams to {count} standby(s) but {conn.info.user} cannot read their replay position "
+        f"({why}), so the backfill cannot keep them from falling behind; an administrator grants it with: "
+        f"{MONITOR_GRANT} (python -m hrms_pipelines.roles sql). Nothing was changed.")
 
 
 @dataclass
@@ -131,16 +143,18 @@ class ReplicaWatch:
                    gone_after_s=_env_seconds(STANDBY_GONE_ENV, DEFAULT_STANDBY_GONE))
 
     def standbys(self, conn: psycopg.Connection) -> list[Standby]:
+        if conn.execute("SELECT pg_catalog.to_regprocedure(%s) IS NULL", [REPLAY_LAG_FUNCTION]).fetchone()[0]:
+            count = conn.execute(_ANY_STANDBY).fetchone()[0]
+            if count:
+                raise _cannot_read(conn, count, f"{REPLAY_LAG_FUNCTION} does not exist: run roles sql again")
+            return []
         rows = conn.execute(_STANDBYS).fetchall()
         now = time.monotonic()
         if not rows:
             return []
         if any(state is None for _, state, *_ in rows):
-            raise BackfillError(
-                f"the primary streams to {len(rows)} standby(s) but {conn.info.user} cannot read their replay position "
-                "(pg_stat_replication), so the backfill cannot keep them from falling behind; an administrator grants "
-                f"it with: GRANT pg_read_all_stats TO {conn.info.user} (python -m hrms_pipelines.roles sql). Nothing "
-                "was changed.")
+            raise _cannot_read(conn, len(rows), f"{MONITOR_ROLE}, which reads it for {conn.info.user}, "
+                                                "is not a member of pg_read_all_stats")
         current = rows[0][4]
         if not self.samples or self.samples[-1][1] != current:
             self.samples.append((now, current))
