@@ -27,11 +27,13 @@ from datetime import date, datetime
 import dagster as dg
 import psycopg
 from psycopg import sql
+from pydantic import Field, field_validator
 
 from hrms_pipelines.retries import transient_retries
 from hrms_pipelines import locks, settings
 from hrms_pipelines.audit_owner import AUDIT_SCHEMA
 from hrms_pipelines.metadata import markdown_table
+from hrms_pipelines.migrations import bounds
 from hrms_pipelines.resources import MIGRATOR, READER, HrmsDatabase, set_local_timeouts
 from hrms_pipelines.errors import error_boundary
 
@@ -41,16 +43,19 @@ JOB = "audit_log_partitions"
 DEFAULT_PARTITION_EMPTY = "audit_log_default_partition_empty"
 MONTHS_AHEAD_COVERED = "audit_log_months_ahead_covered"
 DEFAULT_MONTHS_AHEAD = 3
+# Bounds of what a UI user may set (issue 17: every numeric knob has one, named when refused): two
+# years of empty months at most; the retries, with waits doubling, stay within minutes.
+MAX_MONTHS_AHEAD, MAX_ATTEMPTS, MAX_RETRY_WAIT_SECONDS = 24, 10, 60.0
 
 
 class AuditPartitionsConfig(dg.Config):
-    months_ahead: int = DEFAULT_MONTHS_AHEAD
+    months_ahead: int = Field(default=DEFAULT_MONTHS_AHEAD, ge=0, le=MAX_MONTHS_AHEAD)
     """Partitions must exist for the current month and this many months after it."""
     lock_timeout: str = "2s"
     """How long one attach (or detach) may wait for its lock before it is retried."""
-    attempts: int = 5
+    attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS)
     """Tries per month when the lock is not granted."""
-    retry_wait_seconds: float = 2.0
+    retry_wait_seconds: float = Field(default=2.0, ge=0, le=MAX_RETRY_WAIT_SECONDS)
     """Wait before the 2nd try; doubles each time."""
     move_default_rows: bool = True
     """Move rows of a new month out of the default partition into it (one transaction); when false,
@@ -60,6 +65,12 @@ class AuditPartitionsConfig(dg.Config):
     today: str = ""
     """Dry runs only: the date to count months from (YYYY-MM-DD), to preview a later month's run.
     A real run always counts from today in the database's time zone."""
+
+    @field_validator("lock_timeout")
+    @classmethod
+    def _bounded_lock_timeout(cls, value: str) -> str:
+        bounds.LOCK_TIMEOUT.check(value)  # while an attach waits, every writer of the audit log queues behind it
+        return value
 
 
 @dataclass(frozen=True)

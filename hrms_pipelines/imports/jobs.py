@@ -5,11 +5,13 @@
 
 
 import dagster as dg
+from pydantic import field_validator
 
 from hrms_pipelines.imports import checks
 from hrms_pipelines.imports.assets import GROUP, STAGES, checked, rehearse_stages
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines import settings
+from hrms_pipelines.migrations import bounds
 from hrms_pipelines.metadata import markdown_table
 from hrms_pipelines.resources import RESTORER, HrmsDatabase
 from hrms_pipelines.retries import transient_retries
@@ -61,6 +63,12 @@ class UndoImportConfig(dg.Config):
     """Do everything, then roll back: report what the undo would put back and remove (values masked)."""
     lock_timeout: str = "10s"
     """How long to wait for writers on the run's tables before giving up."""
+
+    @field_validator("lock_timeout")
+    @classmethod
+    def _bounded_lock_timeout(cls, value: str) -> str:
+        bounds.LOCK_TIMEOUT.check(value)  # 0 would wait forever, holding the writers' pool
+        return value
 
 
 @dg.op(

@@ -18,9 +18,13 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from hrms_pipelines import settings
+from hrms_pipelines.migrations import bounds
 
 RESOURCE_KEY = "hrms_import_options"
 FULL_BACKUP_CHOICES = ("ladders", "org", "users", "history", "all")
+# A chunk is held in memory while it is validated: past 500,000 rows a launch could make the worker's
+# memory grow with the file (issue 17: every numeric knob a UI user sets has a bound, named when refused).
+CHUNK_ROWS_MIN, CHUNK_ROWS_MAX = 100, 500_000
 DEFAULT_ORG_FILES = ["organizations.csv", "departments.csv", "tribes.csv", "chapters.csv", "teams.csv"]
 
 
@@ -53,7 +57,14 @@ class ImportOptions(dg.ConfigurableResource):
                                                   "logs folder (HRMS_LOGS_DIR), 0600.")
     lock_timeout: str = Field(default="10s", description="How long a stage waits for a table lock before failing.")
     # 25,000: peak RSS 174 MiB instead of 291 MiB at 200k rows, no measurable CPU cost (bench/peers_bench.py --chunk-rows)
-    chunk_rows: int = Field(default=25_000, description="Rows per validation chunk (memory stays flat).")
+    chunk_rows: int = Field(default=25_000, ge=CHUNK_ROWS_MIN, le=CHUNK_ROWS_MAX,
+                            description=f"Rows per validation chunk (memory stays flat): {CHUNK_ROWS_MIN:,} to {CHUNK_ROWS_MAX:,}.")
+
+    @field_validator("lock_timeout")
+    @classmethod
+    def _bounded_lock_timeout(cls, value: str) -> str:
+        bounds.LOCK_TIMEOUT.check(value)  # a UI user sets it: 0 would wait forever, holding the writers' pool
+        return value
 
     @field_validator("full_backup")
     @classmethod
