@@ -8,7 +8,7 @@
   beside the size of the rows it changed -> nightly-kept.png. --nightly-before: the same bench run on
   another tree (e.g. before change capture), drawn dashed beside it.
 --peers: bench/peers_bench.py --json, read tolerantly (its format may grow): a list of records,
-  each labelled by its first text field among tool/peer/name/label, measured by rows_per_second,
+  each labelled by its first text field among kind/tool/peer/name/label, measured by rows_per_cpu_second,
   seconds or the first other number, against size/rows/events/n when there is one (lines), else
   as bars -> peers.png. Without --peers no peers plot is drawn.
 """
@@ -125,11 +125,13 @@ def plot_peers(path: Path, out: Path) -> Path:
     rows = records(json.loads(path.read_text(encoding="utf-8")))
     if not rows:
         raise SystemExit(f"{path}: no list of records to plot")
-    label = first_key(rows, ("tool", "peer", "name", "label", "implementation", "what"), str)
+    label = first_key(rows, ("kind", "tool", "peer", "name", "label", "implementation", "what"), str)
     x = first_key(rows, ("size", "rows", "events", "n"), (int, float))
+    if x is not None and len({r[x] for r in rows}) == 1:
+        x = None  # one size (peers_bench.py runs each contender once): bars
     numbers = [k for k in rows[0] if k not in (x, label) and isinstance(rows[0][k], (int, float))
                and not isinstance(rows[0][k], bool)]
-    y = first_key(rows, ("rows_per_second", "seconds", *numbers), (int, float))
+    y = first_key(rows, ("rows_per_cpu_second", "rows_per_second", "seconds", *numbers), (int, float))
     if label is None or y is None:
         raise SystemExit(f"{path}: cannot tell the label and the figure of its records (keys: {sorted(rows[0])})")
     print(f"peers: {len(rows)} records; label {label!r}, figure {y!r}, size {x!r}")
@@ -143,7 +145,9 @@ def plot_peers(path: Path, out: Path) -> Path:
         ax.set_xlabel(x.replace("_", " "))
         ax.legend(fontsize=8)
     else:
-        ax.barh([r[label] for r in rows], [r[y] for r in rows])
+        bars = ax.barh([r[label] for r in rows], [r[y] for r in rows])
+        ax.bar_label(bars, labels=[f"{r[y]:,.0f}" for r in rows], fontsize=8, padding=3)
+        ax.xaxis.set_major_formatter(FuncFormatter(thousands))
         ax.invert_yaxis()
     ax.yaxis.set_major_formatter(FuncFormatter(thousands)) if x is not None else None
     ax.set_ylabel(y.replace("_", " ") if x is not None else "")
