@@ -89,7 +89,7 @@ def epoch(conn: psycopg.Connection, stage: str) -> list[int]:
     and the counters of writes by anyone but the import to the stage's tables (imports/0004: a
     backfill, an undo, a restore, an administrator's UPDATE)."""
     upstream = list(_UPSTREAM.get(stage, ()))
-    counters = ", ".join(f"(SELECT last_value FROM hrms.imports_written_{name})" for name in _WRITTEN[stage])
+    counters = ", ".join(f"(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM hrms.imports_written_{name})" for name in _WRITTEN[stage])
     ladders = ("(SELECT coalesce(max(id), 0) FROM hrms.imports_importrecord WHERE stage = 'ladders' "
                "AND outcome IN ('succeeded', 'undone') AND updated > 0)" if stage == "history" else "0")
     row = conn.execute(f"SELECT (SELECT coalesce(max(id), 0) FROM {shortcuts.TABLE} WHERE stage = ANY(%s)), {ladders}, "
