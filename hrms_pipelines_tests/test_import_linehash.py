@@ -145,6 +145,7 @@ night = st.one_of(
     st.tuples(st.just("full"), st.integers(0, 4), st.booleans(), st.booleans()),      # new rows, update_existing, shuffled
     st.tuples(st.just("delta"), st.integers(1, 3), st.booleans(), st.just(False)),
     st.tuples(st.just("edit"), edit),
+    st.tuples(st.just("revert"), st.integers(0, 10**6), st.booleans()),    # an edited line back as first exported
     st.tuples(st.just("users"), st.integers(0, len(POOL) - 1), st.sampled_from(["Ama", "Kofi", "Esi"]), st.booleans()),
     st.tuples(st.just("repeat"), st.integers(0, 10**6)),
     st.tuples(st.just("foreign"), st.integers(0, 10**6)),
@@ -191,13 +192,14 @@ def test_the_known_line_path_imports_exactly_what_the_full_path_imports(hrms_db,
 
     runs: dict[bool, list[str]] = {True: [], False: []}
 
-    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    @given(st.lists(night, min_size=3, max_size=8))
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(night, min_size=4, max_size=9))
     def run_sequence(nights):
         example = next(counter)
         start = datetime.date(2000, 1, 1) + datetime.timedelta(days=400 * example)
         made = iter(range(10**6))
         export = events(6, start)                                  # the HR system's full history of this example
+        original = [r[:] for r in export]
 
         def new(n):
             return [[POOL[(k := next(made)) % len(POOL)], "note", (start + datetime.timedelta(days=200 + k)).isoformat(), "",
@@ -218,6 +220,10 @@ def test_the_known_line_path_imports_exactly_what_the_full_path_imports(hrms_db,
                 (index, salary, notes) = step[1]
                 row = export[index % len(export)]
                 export[index % len(export)] = [row[0], row[1], row[2], salary if row[1] != "note" else "", notes]
+            elif kind == "revert":
+                k = step[1] % len(original)
+                export[k] = original[k][:]
+                both("history", export, "history.csv", update_existing=step[2])
             elif kind == "users":
                 _, who, name, force = step
                 users[who] = [users[who][0], name] + users[who][2:]
