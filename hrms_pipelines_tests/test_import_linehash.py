@@ -253,3 +253,17 @@ def test_the_known_line_path_imports_exactly_what_the_full_path_imports(hrms_db,
     finally:
         drop_database(pg_admin_url, other_name)
     assert seen["known"] > 0, seen
+
+
+def test_a_reset_alone_takes_back_every_known_line(hrms_db, company):
+    """An undo also moves the counter of writes by others; the reset (imports/0003) takes back the
+    lines on its own too."""
+    from hrms_pipelines.imports import shortcuts
+
+    full = events(10)
+    history(hrms_db, company, full)
+    with hrms_db.transaction(RESTORER) as conn:
+        shortcuts.reset(conn, ["history"], reason="test", run_id=None)
+    result = history(hrms_db, company, events(1, datetime.date(2015, 1, 1)) + full)
+    assert result.files[0].known_lines == 0 and result.counts["unchanged"] == 10
+    assert history(hrms_db, company, events(1, datetime.date(2016, 1, 1)) + full).files[0].known_lines == 10
