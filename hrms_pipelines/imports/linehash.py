@@ -111,21 +111,39 @@ def _create(conn: psycopg.Connection, lines: Lines) -> None:
         conn.execute(f"CREATE TEMP TABLE {table} (row_number bigint, {second} bytea) ON COMMIT DROP")
 
 
-def _lookup(conn: psycopg.Connection, stage: str, hashes: list[bytes]) -> dict[bytes, bytes]:
-    """line hash -> key hash, for the hashes that are the newest entry of their key, still vouched for."""
+def vouching(conn: psycopg.Connection, stage: str) -> tuple[int, list[int]]:
+    """(floor, gone): the line store's entries of `stage` vouch when written by a record above the
+    floor -- the newest reset's through_record (shortcuts.vouches: a reset takes back every record up
+    to it) -- and not by a record that no longer succeeded (undone: its undo reset the stage anyway)."""
+    floor = conn.execute(f"SELECT coalesce(max(through_record), 0) FROM {shortcuts.TABLE} WHERE stage = %s", [stage]).fetchone()[0]
+    gone = [r for (r,) in conn.execute("SELECT id FROM hrms.imports_importrecord WHERE stage = %s AND id > %s "
+                                       "AND outcome NOT IN ('succeeded', 'running')", [stage, floor]).fetchall()]
+    return floor, gone
+
+
+def _flush(conn: psycopg.Connection, lines: Lines, base: int, digests: list[bytes], skip: bool,
+           floor: int = 0, gone: list[int] | None = None) -> set[int]:
+    """One chunk of consecutive lines (row numbers base, base + 1, ...), their hashes sent as one
+    bytea: the known ones' keys go to {known_table}, the others' hashes to {lines}, all server-side.
+    Returns the offsets (in the chunk) of the known lines: a line is known when its hash is the
+    newest entry of its key, written by an import record that still vouches."""
+    h = "SELECT i, substring(%(blob)s::bytea FROM i * 16 + 1 FOR 16) AS line_hash FROM generate_series(0, %(n)s - 1) i"
+    params = {"blob": b"".join(digests), "n": len(digests), "base": base, "stage": lines.stage, "floor": floor,
+              "gone": gone or []}
+    if not skip:
+        conn.execute(f"INSERT INTO {lines.lines} SELECT %(base)s + h.i, h.line_hash FROM ({h}) h", params)
+        return set()
     rows = conn.execute(f"""
-        SELECT l.line_hash, l.key_hash FROM {TABLE} l JOIN hrms.imports_importrecord r ON r.id = l.import_record_id
-        WHERE l.stage = %s AND l.line_hash = ANY(%s::bytea[]) AND r.outcome = 'succeeded' AND {shortcuts.vouches('r')}
-          AND NOT EXISTS (SELECT FROM {TABLE} n WHERE n.stage = l.stage AND n.key_hash = l.key_hash
-                          AND n.import_record_id > l.import_record_id)""", [stage, hashes]).fetchall()
-    return {bytes(line): bytes(key) for line, key in rows}
-
-
-def _copy(conn: psycopg.Connection, table: str, rows: list[tuple[int, bytes]]) -> None:
-    if rows:
-        with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        WITH h AS MATERIALIZED ({h}),
+        k AS MATERIALIZED (
+            SELECT h.i, l.key_hash FROM h JOIN {TABLE} l ON l.stage = %(stage)s AND l.line_hash = h.line_hash
+            WHERE l.import_record_id > %(floor)s AND l.import_record_id <> ALL(%(gone)s::bigint[])
+              AND NOT EXISTS (SELECT FROM {TABLE} n WHERE n.stage = l.stage AND n.key_hash = l.key_hash
+                              AND n.import_record_id > l.import_record_id)),
+        known AS (INSERT INTO {lines.known_table} SELECT %(base)s + k.i, k.key_hash FROM k),
+        unknown AS (INSERT INTO {lines.lines} SELECT %(base)s + h.i, h.line_hash FROM h WHERE h.i NOT IN (SELECT i FROM k))
+        SELECT i FROM k""", params, binary=True).fetchall()
+    return {i for (i,) in rows}
 
 
 def scan(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict, *, start_offset: int | None = None,
@@ -143,26 +161,26 @@ def scan(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict, *,
     start = info.header_end if start_offset is None else start_offset
     spool = tempfile.TemporaryFile()      # 0600, unlinked at once: the lines to read (personal data)
     row = first_row_number - 1            # staging row_number of the first line
-    pending: list[tuple[int, bytes]] = []
+    pending: list[bytes] = []
+    digests: list[bytes] = []
     ok = True
+    lookup = skip and ENABLED
+    floor, gone = vouching(conn, stage) if lookup else (0, [])
 
     def flush() -> None:
-        known = _lookup(conn, stage, [h for _, h, _ in pending]) if skip and ENABLED else {}
-        unknown, seen = [], []
-        for number, digest, line in pending:
-            key_hash = known.get(digest)
-            if key_hash is None:
-                unknown.append((number, digest))
-                spool.write(b"%d," % number + line + b"\n")
-            else:
-                seen.append((number, key_hash))
-        _copy(conn, lines.lines, unknown)
-        _copy(conn, lines.known_table, seen)
-        lines.known += len(seen)
+        base = row - len(pending)
+        known = _flush(conn, lines, base, digests, lookup, floor, gone) if pending else set()
+        write = spool.write
+        for i, line in enumerate(pending):
+            if i not in known:
+                write(b"%d," % (base + i) + line + b"\n")
+        lines.known += len(known)
         pending.clear()
+        digests.clear()
 
     stream = info.data.reader([(start, info.data_end)])
     rest = b""
+    blake2b = hashlib.blake2b
     while ok:
         block = stream.read(1 << 20)
         if not block:
@@ -174,16 +192,18 @@ def scan(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict, *,
             if not line or line.count(b'"') % 2:
                 ok = False
                 break
-            pending.append((row, hashlib.blake2b(line, digest_size=16, key=key).digest(), line))
+            pending.append(line)
+            digests.append(blake2b(line, digest_size=16, key=key).digest())
             row += 1
-            if len(pending) >= LOOKUP_LINES:
-                flush()
-    if ok and rest.removesuffix(b"\r"):
-        line = rest.removesuffix(b"\r")
+        if len(pending) >= LOOKUP_LINES:
+            flush()
+    line = rest.removesuffix(b"\r")
+    if ok and line:
         if line.count(b'"') % 2:
             ok = False
         else:
-            pending.append((row, hashlib.blake2b(line, digest_size=16, key=key).digest(), line))
+            pending.append(line)
+            digests.append(blake2b(line, digest_size=16, key=key).digest())
             row += 1
     if ok:
         flush()
