@@ -135,11 +135,14 @@ def _flush(conn: psycopg.Connection, lines: Lines, base: int, digests: list[byte
         return set()
     rows = conn.execute(f"""
         WITH h AS MATERIALIZED ({h}),
-        k AS MATERIALIZED (
-            SELECT h.i, l.key_hash FROM h JOIN {TABLE} l ON l.stage = %(stage)s AND l.line_hash = h.line_hash
-            WHERE l.import_record_id > %(floor)s AND l.import_record_id <> ALL(%(gone)s::bigint[])
-              AND NOT EXISTS (SELECT FROM {TABLE} n WHERE n.stage = l.stage AND n.key_hash = l.key_hash
-                              AND n.import_record_id > l.import_record_id)),
+        k AS MATERIALIZED (     -- per line an index probe (never a hash of the whole store: a chunk costs its size)
+            SELECT h.i, l.key_hash FROM h CROSS JOIN LATERAL (
+                SELECT l.key_hash, l.import_record_id FROM {TABLE} l
+                WHERE l.stage = %(stage)s AND l.line_hash = h.line_hash AND l.import_record_id > %(floor)s
+                ORDER BY l.import_record_id DESC LIMIT 1) l
+            WHERE l.import_record_id <> ALL(%(gone)s::bigint[])
+              AND l.import_record_id = (SELECT max(n.import_record_id) FROM {TABLE} n
+                                        WHERE n.stage = %(stage)s AND n.key_hash = l.key_hash)),
         known AS (INSERT INTO {lines.known_table} SELECT %(base)s + k.i, k.key_hash FROM k),
         unknown AS (INSERT INTO {lines.lines} SELECT %(base)s + h.i, h.line_hash FROM h WHERE h.i NOT IN (SELECT i FROM k))
         SELECT i FROM k""", params, binary=True).fetchall()
