@@ -135,11 +135,11 @@ def _flush(conn: psycopg.Connection, lines: Lines, base: int, digests: list[byte
         return set()
     rows = conn.execute(f"""
         WITH h AS MATERIALIZED ({h}),
-        k AS MATERIALIZED (     -- per line an index probe (never a hash of the whole store: a chunk costs its size)
+        k AS MATERIALIZED (     -- per line an index-only probe (OFFSET 0: never a hash of the whole store)
             SELECT h.i, l.key_hash FROM h CROSS JOIN LATERAL (
                 SELECT l.key_hash, l.import_record_id FROM {TABLE} l
                 WHERE l.stage = %(stage)s AND l.line_hash = h.line_hash AND l.import_record_id > %(floor)s
-                ORDER BY l.import_record_id DESC LIMIT 1) l
+                OFFSET 0) l
             WHERE l.import_record_id <> ALL(%(gone)s::bigint[])
               AND l.import_record_id = (SELECT max(n.import_record_id) FROM {TABLE} n
                                         WHERE n.stage = %(stage)s AND n.key_hash = l.key_hash)),
