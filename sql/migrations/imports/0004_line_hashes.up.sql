@@ -37,15 +37,28 @@ GRANT SELECT ON hrms.imports_linehash TO hrms_restorer, hrms_reader;
 CREATE SEQUENCE hrms.imports_written_users;
 CREATE SEQUENCE hrms.imports_written_history;
 CREATE SEQUENCE hrms.imports_written_ladders;
-GRANT USAGE ON SEQUENCE hrms.imports_written_users, hrms.imports_written_history, hrms.imports_written_ladders TO PUBLIC;
 GRANT SELECT ON SEQUENCE hrms.imports_written_users, hrms.imports_written_history, hrms.imports_written_ladders
     TO hrms_importer, hrms_reader;
 
+-- Moves one of the three counters, by name only (never a sequence the caller names): any role that
+-- may write these tables may call it (the default EXECUTE), none needs a right on the sequences.
+CREATE FUNCTION hrms.imports_written_bump(counter text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    CASE counter
+        WHEN 'users' THEN PERFORM nextval('hrms.imports_written_users');
+        WHEN 'history' THEN PERFORM nextval('hrms.imports_written_history');
+        WHEN 'ladders' THEN PERFORM nextval('hrms.imports_written_ladders');
+    END CASE;
+END
+$$;
+
+-- Runs as the writer (current_user is the role that wrote): the import's own writes move nothing.
 CREATE FUNCTION hrms.imports_written_by_others() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
     IF current_user <> 'hrms_importer' THEN
-        PERFORM nextval(TG_ARGV[0]::regclass);
+        PERFORM hrms.imports_written_bump(TG_ARGV[0]);
     END IF;
     RETURN NULL;
 END
@@ -56,12 +69,12 @@ DECLARE
     target record;
 BEGIN
     FOR target IN SELECT * FROM (VALUES
-        ('hrms.employees_employee', 'hrms.imports_written_users'),
-        ('hrms.history_timelineevent', 'hrms.imports_written_history'),
-        ('hrms.history_compensationsnapshot', 'hrms.imports_written_history'),
-        ('hrms.history_senioritysnapshot', 'hrms.imports_written_history'),
-        ('hrms.ladders_ladder', 'hrms.imports_written_ladders'),
-        ('hrms.ladders_level', 'hrms.imports_written_ladders')) AS t(tab, seq)
+        ('hrms.employees_employee', 'users'),
+        ('hrms.history_timelineevent', 'history'),
+        ('hrms.history_compensationsnapshot', 'history'),
+        ('hrms.history_senioritysnapshot', 'history'),
+        ('hrms.ladders_ladder', 'ladders'),
+        ('hrms.ladders_level', 'ladders')) AS t(tab, seq)
     LOOP
         EXECUTE format('CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others(%L)', target.tab, target.seq);
