@@ -13,7 +13,7 @@ GHS 10,200.00 (+20.0%)".
 
 from __future__ import annotations
 
-from hrms_pipelines.imports import appends, changes, formats, reader, schemas
+from hrms_pipelines.imports import appends, changes, formats, linehash, reader, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Stage, StageContext, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -114,6 +114,7 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             updated = _update_existing(ctx, record)
         else:
             skipped = differing
+            ctx.unwritten[f] = "SELECT row_number FROM hx WHERE before IS DISTINCT FROM after"
             ctx.log.info(f"{f}: {skipped} existing event(s) differ from the file and were left as they are (skip_duplicates)")
     inserted, compensation, seniority = conn.execute(f"""
         WITH ins AS (
@@ -225,4 +226,12 @@ APPEND_GUARD = appends.new_keys_guard("""
     JOIN hrms.history_timelineevent ev ON ev.employee_id = e.id AND ev.event_type = lower(nullif(btrim(s.event_type), ''))
      AND ev.event_date::text = btrim(s.event_date)""")
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD)
+
+def line_key(info: reader.FileInfo) -> str:
+    """An event's natural key over a staging row, as the stage resolves it (email, type, date)."""
+    return (f"{email(info, 'email')} || '|' || lower({cell(info, 'event_type')}) || '|' || "
+            f"({cell(info, 'event_date')})::date::text")
+
+
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD,
+              line_keys=linehash.LineKeys(line_key, "timeline events"))

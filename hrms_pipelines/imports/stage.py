@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 
 from hrms_pipelines import locks, privacy, settings
-from hrms_pipelines.imports import appends, changes, preview, records, validations
+from hrms_pipelines.imports import appends, changes, linehash, preview, records, validations
 from hrms_pipelines.imports.merge import Merge, merge, sql_rejects, temp_table
 from hrms_pipelines.imports.options import ImportOptions, rejects_dir
 from hrms_pipelines.imports.progress import Progress, ticking
@@ -60,6 +60,7 @@ class FileResult:
     path: str = "full"                # full, or appended (only the new tail was read)
     file_rows: int | None = None      # data rows of the whole file
     appended_to: int | None = None    # appended: the import record of the file it extends
+    known_lines: int = 0              # lines skipped as known (linehash.py), counted unchanged
 
 
 @dataclass
@@ -158,6 +159,9 @@ class StageContext:
     record_ids: dict[str, int] = field(default_factory=dict)   # file name -> import record id
     tails: dict[str, appends.Tail] = field(default_factory=dict)  # file name -> the appended tail to read
     stage: Stage | None = None
+    lines: dict[str, linehash.Lines] = field(default_factory=dict)   # file name -> its line pass (linehash.py)
+    unwritten: dict[str, str] = field(default_factory=dict)          # file name -> SQL: row numbers left unwritten
+    full_lines: set[str] = field(default_factory=set)                # files whose known lines may not be skipped
     _last: float = field(default_factory=time.perf_counter)
 
     def file_result(self, name: str) -> FileResult:
@@ -185,23 +189,51 @@ class StageContext:
         self.log.warning(message)
 
     def load(self, info: FileInfo, table: str, model, *, prepare=None) -> int:
-        """Validate and stage a file -- or only its appended tail (hrms_pipelines.imports.appends) --
-        logging progress every few seconds. Returns the rows staged."""
+        """Validate and stage a file -- or only its appended tail (hrms_pipelines.imports.appends), or
+        only its lines not known (hrms_pipelines.imports.linehash) -- logging progress every few
+        seconds. Returns the rows staged."""
         from hrms_pipelines.imports import reader
 
         tail = self.tails.get(info.name)
-        what = f"{info.name}" + (f" (the {tail.rows:,} rows appended after byte {tail.offset:,})" if tail else "")
-        progress = Progress(self.log.info, what, tail.rows if tail else (info.rows or None))
-        kwargs = {"start_offset": tail.offset, "first_row_number": tail.first_row_number} if tail else {}
-        rows = reader.load_file(self.conn, info, table, model, self.rejects, prepare=ticking(progress, prepare),
-                                chunk_rows=self.options.chunk_rows, **kwargs)
+        spec = self.stage.line_keys if self.stage is not None else None
+        lines, spool = None, None
+        if spec is not None:
+            where = {"start_offset": tail.offset, "first_row_number": tail.first_row_number} if tail else {}
+            lines, spool = linehash.scan(self.conn, self.stage.name, info, self.stage.record_options(self.options),
+                                         skip=not tail and info.name not in self.full_lines, **where)
+            self.lines[info.name] = lines
+            self.lap("known_lines", f"{info.name}: {lines.known:,} of {lines.total:,} lines known (hashed, looked up)"
+                     if lines.hashed else None)
+        if lines is not None and lines.known:
+            what = f"{info.name} (the {lines.total - lines.known:,} lines not known)"
+            progress = Progress(self.log.info, what, lines.total - lines.known)
+            rows = linehash.load_unknown(self.conn, info, table, model, self.rejects, spool,
+                                         prepare=ticking(progress, prepare), chunk_rows=self.options.chunk_rows)
+        else:
+            if spool is not None:
+                spool.close()
+            what = f"{info.name}" + (f" (the {tail.rows:,} rows appended after byte {tail.offset:,})" if tail else "")
+            progress = Progress(self.log.info, what, tail.rows if tail else (info.rows or None))
+            kwargs = {"start_offset": tail.offset, "first_row_number": tail.first_row_number} if tail else {}
+            rows = reader.load_file(self.conn, info, table, model, self.rejects, prepare=ticking(progress, prepare),
+                                    chunk_rows=self.options.chunk_rows, **kwargs)
         self.file_result(info.name).file_rows = info.rows or None
+        self.file_result(info.name).known_lines = lines.known if lines is not None else 0
         self.lap("read_and_stage", f"{what}: {rows:,} rows staged, validated (Pandera) while COPY streamed them")
         if tail and not self.rejects.count and self.stage is not None and self.stage.append_guard is not None:
             reason = self.stage.append_guard(self, info, table)
             if reason:
                 self.conn.execute(f'DROP TABLE "{table}"')
                 appends.fall_back(self, info, reason)
+                return self.load(info, table, model, prepare=prepare)
+        if spec is not None and lines is not None and not self.rejects.count:
+            linehash.stage_keys(self.conn, lines, table, spec.key(info))
+            repeats = linehash.repeats_a_known_key(self.conn, lines)
+            if repeats:
+                self.conn.execute(f'DROP TABLE "{table}"')
+                self.full_lines.add(info.name)
+                self.log.info(f"{info.name}: full path after all: {repeats:,} key(s) of known lines repeat in the file "
+                              "(the repeat is rejected on the full path)")
                 return self.load(info, table, model, prepare=prepare)
         return rows
 
@@ -219,6 +251,9 @@ class Stage:
     # None when the tail alone may be merged, else why not (the file then takes the full path).
     # No guard: the stage's files are always read whole.
     append_guard: Callable[[StageContext, FileInfo, str], str | None] | None = None
+    # Known lines (linehash.py): the stage's natural key over a staging row and its counts' label.
+    # None: the stage's CSV files are always read line by line.
+    line_keys: linehash.LineKeys | None = None
 
 
 def inspect(path: Path, stage: Stage, previous: dict[str, appends.Previous], options: dict) -> FileInfo:
@@ -277,6 +312,7 @@ def execute(
         ctx.lap("prepare")
         stage.apply(ctx, todo)
         rejects.close()
+        _known_lines(ctx, stage, dry_run)
         ctx.lap("write")
         result.captured = changes.flush(conn, list(ctx.record_ids.values()))
         ctx.lap("change_capture")
@@ -290,7 +326,8 @@ def execute(
             if f.outcome in ("running", "dry_run"):
                 f.outcome = "dry_run" if dry_run else "succeeded"
                 records.finish(conn, ctx.record_ids[f.name], "succeeded", f.counts, file_rows=f.file_rows,
-                               appended_to=f.appended_to, message=appends.describe(f) if f.path == "appended" else None)
+                               appended_to=f.appended_to, message=appends.describe(f) if f.path == "appended" else
+                               (f"{f.known_lines:,} known lines skipped (linehash)" if f.known_lines else None))
     result.seconds = time.perf_counter() - started
     counts = result.counts
     log.info(
@@ -300,6 +337,22 @@ def execute(
         + (f"; change capture kept {result.captured.undo_bytes:,} bytes for undo" if result.captured else "")
     )
     return result
+
+
+def _known_lines(ctx: StageContext, stage: Stage, dry_run: bool) -> None:
+    """Known lines count as read and unchanged; every row the stage left equal to its line is remembered."""
+    for name, lines in ctx.lines.items():
+        file = ctx.file_result(name)
+        if lines.known:
+            file.counts["rows_read"] = file.counts.get("rows_read", 0) + lines.known
+            file.counts["unchanged"] = file.counts.get("unchanged", 0) + lines.known
+            entity = ctx.result.entities.get(stage.line_keys.entity) if stage.line_keys else None
+            if entity is not None:
+                entity["unchanged"] = entity.get("unchanged", 0) + lines.known
+        if not dry_run:
+            linehash.record(ctx.conn, lines, ctx.record_ids[name], ctx.unwritten.get(name))
+    if ctx.lines:
+        ctx.lap("known_lines")
 
 
 # A stage that changed at least this many rows validates whole tables: checking every row costs no

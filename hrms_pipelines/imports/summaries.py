@@ -73,8 +73,15 @@ def stage_metadata(result: StageResult, counts: dict[str, int | None] | None = N
               f.counts["updated"], f.counts["unchanged"], f.counts["skipped"], f.sha256[:12]] for f in result.files])),
     }
     paths = [appends.describe(f) for f in result.files if f.path == "appended"]
+    known = [f for f in result.files if f.known_lines]
+    if known:
+        metadata["known_lines"] = dg.MetadataValue.int(sum(f.known_lines for f in known))
     if paths:
         metadata["path"] = dg.MetadataValue.text("; ".join(paths))
+    elif known:
+        metadata["path"] = dg.MetadataValue.text("; ".join(
+            f"{f.name}: known lines: {f.known_lines:,} of {f.counts['rows_read']:,} lines recognised by their hash and skipped "
+            f"(counted unchanged); the other {f.counts['rows_read'] - f.known_lines:,} read, validated and merged" for f in known))
     elif any(f.outcome not in ("unchanged",) for f in result.files):
         metadata["path"] = dg.MetadataValue.text("full: every row of the file read, validated and merged")
     for phase, seconds in result.phases.items():

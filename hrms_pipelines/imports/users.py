@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from hrms_pipelines import privacy
-from hrms_pipelines.imports import appends, changes, formats, reader, rowhash, schemas
+from hrms_pipelines.imports import appends, changes, formats, linehash, reader, rowhash, schemas
 from hrms_pipelines.imports.options import ImportOptions
 from hrms_pipelines.imports.stage import Merge, Stage, StageContext, merge, sql_rejects, temp_table, zero
 from hrms_pipelines.imports.staging import cell, duplicates, email
@@ -148,6 +148,9 @@ def apply(ctx: StageContext, infos: list[reader.FileInfo]) -> None:
             LEFT JOIN hrms.employees_employee m ON m.email = u.manager_email
             WHERE NOT u.applies AND {differs}""").fetchone()[0]
         if skipped:
+            ctx.unwritten[f] = f"""
+                SELECT u.row_number FROM u JOIN hrms.employees_employee e ON e.id = u.existing_id
+                LEFT JOIN hrms.employees_employee m ON m.email = u.manager_email WHERE NOT u.applies AND {differs}"""
             ctx.log.info(f"{f}: {skipped} existing user(s) differ from the file and were left as they are (force_update is off)")
             _warn_cycles_left_unwritten(ctx, info)
     totals = zero()
@@ -214,10 +217,14 @@ def _warn_cycles_left_unwritten(ctx: StageContext, info: reader.FileInfo) -> Non
     if not starts:
         return
     query = cycles_sql("NOT u.applies", bulk=starts > BULK_STARTS, every_row_applies=True)
+    # the file's rows by key: those staged, and the lines skipped as known (linehash.py)
+    lines = ctx.lines.get(info.name)
+    known = f"UNION ALL SELECT row_number, key_hash FROM {lines.known_table}" if lines is not None and lines.known else ""
     rows = ctx.conn.execute(f"""
         SELECT c.path || c.start, array_agg(f.row_number + 1 ORDER BY f.row_number)
-        FROM ({query}) c JOIN (SELECT s.row_number, {email(info, 'email')} AS email FROM stg_users_all s) f
-        ON f.email = ANY (c.path) GROUP BY c.path, c.start ORDER BY 2 LIMIT 20""").fetchall()
+        FROM ({query}) c JOIN (SELECT s.row_number, decode(md5({email(info, 'email')}), 'hex') AS k FROM stg_users_all s
+                               {known}) f
+        ON f.k = ANY (ARRAY(SELECT decode(md5(p), 'hex') FROM unnest(c.path) p)) GROUP BY c.path, c.start ORDER BY 2 LIMIT 20""").fetchall()
     seen = set()
     for path, row_numbers in rows:
         cycle = frozenset(path)
@@ -235,4 +242,5 @@ APPEND_GUARD = appends.new_keys_guard("""
     SELECT count(*) FROM {staging} s JOIN hrms.employees_employee e ON e.email = lower(nullif(btrim(s.email), ''))
     WHERE NOT e.is_placeholder""")
 
-STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD)
+STAGE = Stage(NAME, TABLES, files, record_options, apply, append_guard=APPEND_GUARD,
+              line_keys=linehash.LineKeys(lambda info: email(info, "email"), "users"))

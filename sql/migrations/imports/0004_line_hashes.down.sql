@@ -1,0 +1,12 @@
+DROP TRIGGER hrms_guard_imports_written ON hrms.employees_employee;
+DROP TRIGGER hrms_guard_imports_written ON hrms.history_timelineevent;
+DROP TRIGGER hrms_guard_imports_written ON hrms.history_compensationsnapshot;
+DROP TRIGGER hrms_guard_imports_written ON hrms.history_senioritysnapshot;
+DROP TRIGGER hrms_guard_imports_written ON hrms.ladders_ladder;
+DROP TRIGGER hrms_guard_imports_written ON hrms.ladders_level;
+DROP FUNCTION hrms.imports_written_by_others();
+DROP FUNCTION hrms.imports_written_bump(text);
+DROP SEQUENCE hrms.imports_written_users;
+DROP SEQUENCE hrms.imports_written_history;
+DROP SEQUENCE hrms.imports_written_ladders;
+DROP TABLE hrms.imports_linehash;
