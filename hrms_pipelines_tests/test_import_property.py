@@ -226,32 +226,10 @@ def crossed(url: str, run_id: str) -> int:
 def test_undo_of_runs_whose_placeholders_other_files_assign(hrms_db, database_url):
     from hypothesis import example
 
-
-# Issue 22: undo of a run that is not the latest, then the latest file imported again. Files grow as
-# exports do (each holds the rows of the one before it), under one name (the append path) or new
-# names; whatever the shortcuts knew, the re-import brings back exactly what the undo removed.
-
-NATURAL = """
-    SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
-        SELECT concat_ws(',', ev.employee_id, ev.event_type, ev.event_date, ev.summary, ev.details, c.salary,
-                         c.previous_salary, s.level_number, s.title) AS x
-        FROM hrms.history_timelineevent ev
-        LEFT JOIN hrms.history_compensationsnapshot c ON c.event_id = ev.id
-        LEFT JOIN hrms.history_senioritysnapshot s ON s.event_id = ev.id) q"""
-
-grown_row = st.tuples(st.sampled_from(range(len(POOL))), st.sampled_from(["note", "salary_change"]), st.integers(0, 59))
-
-
-def test_undo_of_an_earlier_run_then_the_latest_file_again_brings_every_row_back(hrms_db, database_url):
-    import datetime
-
     from hrms_pipelines.imports import undo
     from hrms_pipelines.resources import RESTORER
 
     base = write_base(Path(tempfile.mkdtemp(prefix="hyp-cross-base-")))
-
-
-    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-reset-base-")))
     run_all(hrms_db, base, ("ladders", "org"))
     write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
     run_stage(hrms_db, "users", base)
@@ -305,6 +283,33 @@ def test_undo_of_an_earlier_run_then_the_latest_file_again_brings_every_row_back
     assert seen["undone"] > 0 and seen["crossed"] > 0, seen
 
 
+# --------------------------------------------------------------------------------------------------
+# Issue 22: undo of a run that is not the latest, then the latest file imported again. Files grow as
+# exports do (each holds the rows of the one before it), under one name (the append path) or new
+# names; whatever the shortcuts knew, the re-import brings back exactly what the undo removed.
+
+NATURAL = """
+    SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
+        SELECT concat_ws(',', ev.employee_id, ev.event_type, ev.event_date, ev.summary, ev.details, c.salary,
+                         c.previous_salary, s.level_number, s.title) AS x
+        FROM hrms.history_timelineevent ev
+        LEFT JOIN hrms.history_compensationsnapshot c ON c.event_id = ev.id
+        LEFT JOIN hrms.history_senioritysnapshot s ON s.event_id = ev.id) q"""
+
+grown_row = st.tuples(st.sampled_from(range(len(POOL))), st.sampled_from(["note", "salary_change"]), st.integers(0, 59))
+
+
+def test_undo_of_an_earlier_run_then_the_latest_file_again_brings_every_row_back(hrms_db, database_url):
+    import datetime
+
+    from hrms_pipelines.imports import undo
+    from hrms_pipelines.resources import RESTORER
+
+    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-reset-base-")))
+    run_all(hrms_db, base, ("ladders", "org"))
+    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
+    run_stage(hrms_db, "users", base)
+    counter = iter(range(10**6))
     seen = {"undone": 0, "appended": 0}
 
     def natural():

@@ -114,10 +114,15 @@ def test_a_partial_revert_that_lifts_the_audit_logs_protection_needs_consent(hrm
     assert state(database_url) == before
     monkeypatch.setenv(consent.ALLOW_ENV, "core:0003")
     result, message = revert(hrms_db, app="core", target="0002")
-    assert result.success, message
+    # Consent given, and still refused: since core/0005 the audit log belongs to hrms_audit_owner, a role
+    # nobody logs in as, so PostgreSQL refuses the migrator the down file that would lift its protection.
+    assert not result.success
+    assert "core/0003_duty_roles" in message and "must be owner of table core_auditlog" in message
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT table_name, row_key FROM hrms.core_auditlog WHERE source = 'revert_migrations'").fetchall()
-    assert rows == [("hrms.core_auditlog", "core/0003_duty_roles")]  # the audit log itself stays, with the row
+        owner, triggers = conn.execute(
+            "SELECT relowner::regrole::text, (SELECT array_agg(tgenabled ORDER BY tgname) FROM pg_trigger "
+            "WHERE tgrelid = c.oid AND NOT tgisinternal) FROM pg_class c WHERE oid = 'hrms.core_auditlog'::regclass").fetchone()
+    assert owner == "hrms_audit_owner" and triggers and set(triggers) == {"O"}  # its guards still on
 
 
 @pytest.mark.parametrize("environment", [None, "production", "staging"])

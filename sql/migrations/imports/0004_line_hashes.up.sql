@@ -64,20 +64,15 @@ BEGIN
 END
 $$;
 
-DO $$
-DECLARE
-    target record;
-BEGIN
-    FOR target IN SELECT * FROM (VALUES
-        ('hrms.employees_employee', 'users'),
-        ('hrms.history_timelineevent', 'history'),
-        ('hrms.history_compensationsnapshot', 'history'),
-        ('hrms.history_senioritysnapshot', 'history'),
-        ('hrms.ladders_ladder', 'ladders'),
-        ('hrms.ladders_level', 'ladders')) AS t(tab, seq)
-    LOOP
-        EXECUTE format('CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others(%L)', target.tab, target.seq);
-    END LOOP;
-END
-$$;
+CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hrms.employees_employee
+    FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others('users');
+CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hrms.history_timelineevent
+    FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others('history');
+CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hrms.history_compensationsnapshot
+    FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others('history');
+CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hrms.history_senioritysnapshot
+    FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others('history');
+CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hrms.ladders_ladder
+    FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others('ladders');
+CREATE TRIGGER hrms_guard_imports_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hrms.ladders_level
+    FOR EACH STATEMENT EXECUTE FUNCTION hrms.imports_written_by_others('ladders');
