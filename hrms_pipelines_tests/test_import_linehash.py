@@ -103,6 +103,21 @@ def test_a_row_changed_by_someone_else_is_not_vouched_for(hrms_db, database_url,
                    update_existing=True).files[0].known_lines == 11
 
 
+def test_a_row_the_import_role_changed_outside_a_stage_is_not_vouched_for(hrms_db, database_url, company):
+    """A backfill (and its undo) writes as the import role, outside any import stage: its writes make
+    the known lines of that table unknown, as an administrator's do."""
+    from hrms_pipelines.resources import IMPORTER
+
+    full = events(10)
+    history(hrms_db, company, full, update_existing=True)
+    with hrms_db.transaction(IMPORTER) as conn:     # as a backfill batch writes: the import role, no stage
+        conn.execute("UPDATE hrms.history_timelineevent SET summary = 'backfilled' WHERE event_date = '2010-01-03'")
+    grown = events(1, datetime.date(2015, 1, 1)) + full
+    result = history(hrms_db, company, grown, update_existing=True)
+    assert result.files[0].known_lines == 0 and result.counts["updated"] == 1 and result.counts["inserted"] == 1
+    assert scalar(database_url, "SELECT count(*) FROM hrms.history_timelineevent WHERE summary = 'backfilled'") == 0
+
+
 def test_undo_then_the_file_again_brings_the_rows_back(hrms_db, database_url, company):
     a = events(10)
     history(hrms_db, company, a, name="a.csv", run_id="run-a")

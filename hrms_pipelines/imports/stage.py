@@ -285,6 +285,9 @@ def execute(
     Raises ImportFileError / StageFailed; the caller's transaction then rolls back.
     """
     started = time.perf_counter()
+    # What the stage writes is recorded as known lines; anything else the import role writes (a
+    # backfill, its undo) must make them unknown: imports/0004's trigger tells them apart by this.
+    conn.execute(f"SELECT pg_catalog.set_config('{IMPORT_STAGE_SETTING}', 'on', true)")
     result = StageResult(stage=stage.name, dry_run=dry_run)
     rejects = RejectReport(rejects_dir(run_id) / f"{stage.name}.csv")
     result.rejects = rejects
@@ -359,6 +362,8 @@ def _known_lines(ctx: StageContext, stage: Stage, dry_run: bool) -> None:
 # more than checking a change that large row by row, and hash joins over whole tables never fall into
 # the nested loops stale statistics of just-written tables can lead the planner to.
 WHOLE_TABLES_FROM = 20_000
+# Set for the length of a stage's transaction (imports/0004's trigger reads it).
+IMPORT_STAGE_SETTING = "hrms.import_stage"
 
 
 def run_validations(conn: psycopg.Connection, stage: str, result: StageResult, log: StageLog) -> None:

@@ -53,11 +53,13 @@ BEGIN
 END
 $$;
 
--- Runs as the writer (current_user is the role that wrote): the import's own writes move nothing.
+-- Runs as the writer: only an import stage's own writes move nothing -- the import role inside a
+-- stage's transaction (which sets hrms.import_stage for its length). The same role's other writes (a
+-- backfill, its undo) and every other role's move the counter.
 CREATE FUNCTION hrms.imports_written_by_others() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
-    IF current_user <> 'hrms_importer' THEN
+    IF current_user <> 'hrms_importer' OR coalesce(current_setting('hrms.import_stage', true), '') <> 'on' THEN
         PERFORM hrms.imports_written_bump(TG_ARGV[0]);
     END IF;
     RETURN NULL;
