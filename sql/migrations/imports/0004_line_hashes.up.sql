@@ -28,8 +28,8 @@ GRANT SELECT, INSERT ON hrms.imports_linehash TO hrms_importer;
 GRANT SELECT ON hrms.imports_linehash TO hrms_restorer, hrms_reader;
 
 -- Writes by anyone but the import (a backfill, an undo, a restore, an administrator's UPDATE) make
--- the rows differ from the lines that wrote them: every statement that writes a table of a stage as
--- another role moves that stage's counter, and the counter is part of what a line hash means, so no
+-- the rows differ from the lines that wrote them: every statement that writes a table of a stage outside an
+-- import stage (another role, or the import role in a backfill) moves that stage's counter, and the counter is part of what a line hash means, so no
 -- line recorded before such a write vouches after it. (The import's own writes replace the entry of
 -- each key they write.) Sequences: never rolled back, so a write rolled back also moves it -- the
 -- next import then reads its file in full, which is only slower. The trigger is named hrms_guard_*: it
