@@ -225,7 +225,7 @@ def load_unknown(conn: psycopg.Connection, info: FileInfo, table: str, model: ty
                  spool, *, prepare=None, chunk_rows: int) -> int:
     """Validate (Pandera, lazily, every bad cell a reject numbered as in the whole file) and stage the
     lines of the temporary file: `<row_number>,<the line as in the file>`. Returns the rows staged."""
-    from hrms_pipelines.imports.files.load import _privacy_table, _staging_columns, failures_to_rejects
+    from hrms_pipelines.imports.files.load import _privacy_table, _staging_columns, validate_chunk
 
     rejects.attach(info, _privacy_table(model))
     columns = _staging_columns(info)
@@ -240,12 +240,7 @@ def load_unknown(conn: psycopg.Connection, info: FileInfo, table: str, model: ty
         for chunk in reader:
             chunk.index = chunk.pop("__row_number").astype("int64").to_numpy() - 1
             rows += len(chunk)
-            if prepare is not None:
-                chunk = prepare(chunk)
-            try:
-                model.validate(chunk, lazy=True)
-            except pa.errors.SchemaErrors as exc:
-                rejects.extend(sorted(failures_to_rejects(info.name, chunk, exc), key=lambda r: (r.row or 0, r.column or "")))
+            validate_chunk(info, chunk, model, rejects, prepare=prepare)
     spool.seek(0)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, ["row_number", *columns])))

@@ -39,18 +39,26 @@ class IndexBuild:
         return ident.as_string(None)
 
 
-def index_build(statement: Statement) -> IndexBuild | None:
-    """The index a statement builds, when it is a `CREATE INDEX ... name ON table`."""
-    if "index" not in statement.sql.lower():
+def _only_statement(statement: Statement, keyword: str, node_type: str) -> dict | None:
+    """The parse tree of `statement` when it is one statement of `node_type` (cheaply skipped when
+    `keyword` is not in its text); None otherwise, or when it does not parse."""
+    if keyword not in statement.sql.lower():
         return None
     try:
         tree = json.loads(pg_parser.parse_sql_json(statement.sql))
     except pg_parser.ParseError:
         return None
     stmts = tree.get("stmts", ())
-    if len(stmts) != 1 or "IndexStmt" not in stmts[0]["stmt"]:
+    if len(stmts) != 1 or node_type not in stmts[0]["stmt"]:
         return None
-    node = stmts[0]["stmt"]["IndexStmt"]
+    return stmts[0]["stmt"][node_type]
+
+
+def index_build(statement: Statement) -> IndexBuild | None:
+    """The index a statement builds, when it is a `CREATE INDEX ... name ON table`."""
+    node = _only_statement(statement, "index", "IndexStmt")
+    if node is None:
+        return None
     if not node.get("idxname"):
         return None  # an unnamed index gets a generated name: nothing to recognise on a re-run
     relation = node.get("relation", {})
@@ -123,16 +131,9 @@ class Reindex:
 
 def reindex(statement: Statement) -> Reindex | None:
     """What a statement reindexes, when it is a `REINDEX ... CONCURRENTLY`."""
-    if "reindex" not in statement.sql.lower():
+    node = _only_statement(statement, "reindex", "ReindexStmt")
+    if node is None:
         return None
-    try:
-        tree = json.loads(pg_parser.parse_sql_json(statement.sql))
-    except pg_parser.ParseError:
-        return None
-    stmts = tree.get("stmts", ())
-    if len(stmts) != 1 or "ReindexStmt" not in stmts[0]["stmt"]:
-        return None
-    node = stmts[0]["stmt"]["ReindexStmt"]
     params = {p.get("DefElem", {}).get("defname") for p in node.get("params", ())}
     if "concurrently" not in params:
         return None

@@ -105,13 +105,19 @@ def validate_chunks(
                 f"{str(exc).rstrip('.')[:200]}. Check that row for too few or too many cells, or an unclosed quote."
             ) from None
         rows += len(chunk)
-        if prepare is not None:
-            chunk = prepare(chunk)
-        try:
-            model.validate(chunk, lazy=True)
-        except pa.errors.SchemaErrors as exc:
-            rejects.extend(sorted(failures_to_rejects(info.name, chunk, exc), key=lambda r: (r.row or 0, r.column or "")))
+        validate_chunk(info, chunk, model, rejects, prepare=prepare)
     return rows
+
+
+def validate_chunk(info: FileInfo, chunk: pd.DataFrame, model: type[pa.DataFrameModel], rejects,
+                   *, prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> None:
+    """One chunk, prepared then validated lazily: every bad cell a reject, in row and column order."""
+    if prepare is not None:
+        chunk = prepare(chunk)
+    try:
+        model.validate(chunk, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        rejects.extend(sorted(failures_to_rejects(info.name, chunk, exc), key=lambda r: (r.row or 0, r.column or "")))
 
 
 def _staging_columns(info: FileInfo) -> list[str]:
