@@ -54,9 +54,11 @@ demo: install
 dev: install
 	$(LOCAL) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-## Run the whole test suite against a real (embedded) PostgreSQL (with the docs extra: the manual's build is a test).
+## Run the whole test suite against a real (embedded) PostgreSQL (with the docs extra: the manual's build is a test),
+## on one pytest-xdist worker per core (at most 4), each with its own embedded servers; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))')
 test: install-docs
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## Run every benchmark under bench/ (each prints its figure beside a baseline and the ratio).
 bench: install

@@ -21,10 +21,13 @@ from hrms_pipelines.migrations import files, runner
 from hrms_pipelines.migrations.trace.cluster import TRACE_PGDATA_ENV
 from hrms_pipelines.resources import PinnedDatabase
 
-TEST_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-pgdata"
-# Trace mode's private scratch cluster, shared by every test and every process a test starts (its
-# schema templates are reused); the variable is the deployment's HRMS_TRACE_PGDATA.
-TRACE_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-trace-pgdata"
+# `make test` runs the suite on several pytest-xdist workers: each has its own embedded servers (they
+# listen only on a socket inside their data folder, so they never collide); a plain `pytest` run is "".
+WORKER = f"-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else ""
+TEST_PGDATA = settings.PROJECT_ROOT / ".hrms" / f"test-pgdata{WORKER}"
+# Trace mode's private scratch cluster, shared by every test of the worker and every process a test
+# starts (its schema templates are reused); the variable is the deployment's HRMS_TRACE_PGDATA.
+TRACE_PGDATA = settings.PROJECT_ROOT / ".hrms" / f"test-trace-pgdata{WORKER}"
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +183,7 @@ def project_root() -> Path:
     return settings.PROJECT_ROOT
 
 
-SECOND_PGDATA = settings.PROJECT_ROOT / ".hrms" / "test-second-pgdata"
+SECOND_PGDATA = settings.PROJECT_ROOT / ".hrms" / f"test-second-pgdata{WORKER}"
 
 
 @pytest.fixture(scope="session")
@@ -194,3 +197,17 @@ def second_server():
 
 # The one `dagster dev` the GraphQL suites share (booted once per session; see shared_ui.py).
 from hrms_pipelines_tests.shared_ui import alert_capture, hostile_deployment, shared_webserver  # noqa: E402,F401
+
+
+# Under pytest-xdist (`make test`, --dist loadgroup) the tests that share one booted `dagster dev`
+# run on one worker, so each server boots once per suite, not once per worker.
+_SHARED_SERVERS = {"shared_webserver": "webserver", "dagster_ui": "browser"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, group in _SHARED_SERVERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

@@ -75,7 +75,8 @@ def test_env_reference_is_refused_before_the_variable_is_read(job, config, monke
 
 
 @pytest.mark.parametrize("name", ["https://hooks.example.org/services/T0/B0/" + CANARY, f"{CANARY}:x@y",
-                                  f"a=b{CANARY}", f'"{CANARY}"', "x" * 300, f"{CANARY}%2F"])
+                                  f"a=b{CANARY}", f'"{CANARY}"', "x" * 300, f"{CANARY}%2F"],
+                         ids=["url", "userinfo", "assignment", "quoted", "long", "escaped-slash"])  # stable ids: the canary is random
 def test_a_name_that_is_not_plain_is_shown_by_length_and_hash(name):
     with pytest.raises(settings.UnsafeName) as refused:
         settings.plain_name(name, "import file")
