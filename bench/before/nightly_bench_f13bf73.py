@@ -2,19 +2,23 @@
 docs/images/nightly-cost.png.
 
 Change capture came with merge a75ff1a ("nightly runs cost what changed"); its first parent f13bf73
-has no nightly bench. This is today's bench/nightly_bench.py (as of the commit that adds this file)
+has no nightly bench. This is bench/nightly_bench.py as of c664aa4 ("today" in the plot)
 with only what that tree's code needs changed, so the nights are the same files through the same
 graph and the two lines compare. To reproduce, from a checkout of this project:
 
+    here=$PWD
     git worktree add --detach /tmp/before f13bf73
     cp bench/before/nightly_bench_f13bf73.py /tmp/before/bench/
     cd /tmp/before && make install
-    .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/nightly_bench_f13bf73.py \
-        --sizes 10000 100000 --repeat 2 --no-first-import --json nightly-before-change-capture.json
-    cd - && git worktree remove --force /tmp/before
+    .venv/bin/python -m hrms_pipelines.local run -- .venv/bin/python bench/nightly_bench_f13bf73.py \\
+        --sizes 10000 100000 --repeat 2 --no-first-import --json "$here/bench/results/nightly-before-change-capture.json"
+    cd "$here" && git worktree remove --force /tmp/before
 
 (the embedded PostgreSQL of that tree, under /tmp/before/.hrms, stops when the command ends). It must
 run from the old tree's bench/ folder: it imports that tree's hrms_pipelines and bench/_scratch.py.
+Then today's line right after it, from this checkout: `.venv/bin/python -m hrms_pipelines.local run --
+.venv/bin/python bench/nightly_bench.py --sizes 10000 100000 --repeat 2 --no-first-import --json
+bench/results/nightly-today.json`, and `make plots` (docs/benchmarks.md, "Before change capture").
 
 What f13bf73 does on each night: every stage whose files differ from the last imported ones backs up
 its tables whole (COPY, gzip) and then reads, validates (Pandera, COPY into staging, the whole-table
