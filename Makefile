@@ -72,14 +72,19 @@ docs: install-docs
 screenshots: install
 	HRMS_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest hrms_pipelines_tests/e2e -x -q $(PYTEST_ARGS)
 
-## Redraw the benchmark plots in docs/images/ from the benches' JSON (a short nightly run at 10k and 100k
-## events unless NIGHTLY_JSON names an existing file; the peers plot only when PEERS_JSON is given).
-NIGHTLY_JSON ?= .hrms/bench/nightly.json
-PEERS_JSON   ?=
+## Redraw the benchmark plots in docs/images/ from the benches' JSON. By default the committed runs in
+## bench/results/: today's nightly bench and the same bench on the tree before change capture (f13bf73,
+## bench/before/nightly_bench_f13bf73.py), drawn dashed. NIGHTLY_JSON=FILE draws another nightly run
+## (made first, at 10k and 100k events, when FILE does not exist); NIGHTLY_BEFORE_JSON= (empty) draws
+## no before line; PEERS_JSON=FILE adds the peers plot (bench/peers_bench.py --json).
+NIGHTLY_JSON        ?= bench/results/nightly-today.json
+NIGHTLY_BEFORE_JSON ?= bench/results/nightly-before-change-capture.json
+PEERS_JSON          ?=
 plots: install-docs
 	@mkdir -p $(dir $(NIGHTLY_JSON))
-	test -s $(NIGHTLY_JSON) || $(LOCAL) $(PY) bench/nightly_bench.py --sizes 10000 100000 --no-first-import --json $(NIGHTLY_JSON)
-	$(PY) docs/plots.py --nightly $(NIGHTLY_JSON) $(if $(PEERS_JSON),--peers $(PEERS_JSON)) --out docs/images
+	test -s $(NIGHTLY_JSON) || $(LOCAL) $(PY) bench/nightly_bench.py --sizes 10000 100000 --repeat 2 --no-first-import --json $(NIGHTLY_JSON)
+	$(PY) docs/plots.py --nightly $(NIGHTLY_JSON) $(if $(NIGHTLY_BEFORE_JSON),--nightly-before $(NIGHTLY_BEFORE_JSON)) \
+		$(if $(PEERS_JSON),--peers $(PEERS_JSON)) --out docs/images
 
 clean:
 	rm -rf $(VENV) .hrms site

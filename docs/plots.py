@@ -6,7 +6,10 @@
 --nightly: bench/nightly_bench.py --json: each night's seconds against the size of the tables
   (history events), one line per scenario -> nightly-cost.png; and what each night kept for undo
   beside the size of the rows it changed -> nightly-kept.png. --nightly-before: the same bench run on
-  another tree (e.g. before change capture), drawn dashed beside it.
+  another tree (bench/before/nightly_bench_f13bf73.py: before change capture), drawn dashed in the
+  same colours (its "tree" field names it in the legend), and what its nights kept (its backups) as
+  dashed outlines behind today's bars. A scenario the other tree has no figure for is marked
+  "(today only)" in the legend.
 --peers: bench/peers_bench.py --json, read tolerantly (its format may grow): a list of records,
   each labelled by its first text field among kind/tool/peer/name/label, measured by rows_per_cpu_second,
   seconds or the first other number, against size/rows/events/n when there is one (lines), else
@@ -24,12 +27,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 SCENARIOS = {
     "delta": "a file of only the 1,000 new events",
     "export": "the full history export + 1,000 new rows",
     "users": "the users export, 100 changed + 10 new",
+    "after_delta": "the full export after a delta night, + 1,000 new",
 }
 NOTE = "small run on a loaded 2-core machine: read the shape, not the absolute seconds"
 
@@ -48,20 +54,24 @@ def nights(path: Path) -> dict[str, list[dict]]:
     return by_scenario
 
 
+def tree_label(path: Path) -> str:
+    """The legend's name of another tree's run: its JSON's "tree" field, else the file's name."""
+    return json.loads(path.read_text(encoding="utf-8")).get("tree") or path.stem
+
+
 def plot_nightly(now: Path, before: Path | None, out: Path) -> list[Path]:
     today = nights(now)
     earlier = nights(before) if before else {}
     colours = dict(zip(SCENARIOS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5.5 if before else 5), dpi=110)
     for scenario, series in today.items():
         colour = colours.get(scenario)
-        ax.plot([n["size"] for n in series], [n["seconds"] for n in series], "o-", color=colour,
-                label=SCENARIOS.get(scenario, scenario))
+        label = SCENARIOS.get(scenario, scenario) + (" (today only)" if before and scenario not in earlier else "")
+        ax.plot([n["size"] for n in series], [n["seconds"] for n in series], "o-", color=colour, label=label)
         if scenario in earlier:
             old = earlier[scenario]
-            ax.plot([n["size"] for n in old], [n["seconds"] for n in old], "o--", color=colour, alpha=0.6,
-                    label=f"{SCENARIOS.get(scenario, scenario)} ({before.stem})")
+            ax.plot([n["size"] for n in old], [n["seconds"] for n in old], "o--", color=colour, alpha=0.7)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.xaxis.set_major_formatter(FuncFormatter(thousands))
@@ -69,7 +79,12 @@ def plot_nightly(now: Path, before: Path | None, out: Path) -> list[Path]:
     ax.set_ylabel("seconds per night (whole hrms_import graph)")
     ax.set_title("What a nightly import costs as the tables grow")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    handles, labels = ax.get_legend_handles_labels()
+    if before:
+        handles += [Line2D([], [], color="black", linestyle="-", marker="o"),
+                    Line2D([], [], color="black", linestyle="--", marker="o", alpha=0.7)]
+        labels += ["today", tree_label(before)]
+    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.text(0.99, 0.01, NOTE, ha="right", fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     cost = out / "nightly-cost.png"
@@ -87,13 +102,22 @@ def plot_nightly(now: Path, before: Path | None, out: Path) -> list[Path]:
                label=f"kept for undo: {SCENARIOS.get(scenario, scenario)}")
         ax.scatter(xs, [changed.get(s, 0) for s in sizes], marker="_", s=400, color="black", zorder=3,
                    label="size of the rows the night changed" if i == 0 else None)
+        old = {n["size"]: n["kept_bytes"] / 1e3 for n in earlier.get(scenario, []) if n.get("kept_bytes")}
+        if old:
+            ax.bar(xs, [old.get(s, 0) for s in sizes], width * 0.9, fill=False, edgecolor=colours.get(scenario),
+                   linestyle="--", zorder=1)
     ax.set_xticks([j + width * (len(today) - 1) / 2 for j in range(len(sizes))], [thousands(s) + " events" for s in sizes])
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.set_ylabel("kB per night (log scale)")
     ax.set_title("What a night keeps for undo follows the change, not the tables")
+    handles, labels = ax.get_legend_handles_labels()
+    if any(n.get("kept_bytes") for series in earlier.values() for n in series):
+        handles.append(Patch(fill=False, edgecolor="black", linestyle="--"))
+        labels.append(f"{tree_label(before)}: its backups")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    ax.set_axisbelow(True)
+    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.text(0.99, 0.01, NOTE, ha="right", fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     kept_path = out / "nightly-kept.png"
