@@ -13,6 +13,10 @@ LOCAL  := $(PY) -m hrms_pipelines.local run --
 # own. uv reads no pip configuration: packages come from PyPI, at the URLs and hashes in uv.lock.
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON_DOWNLOADS    := never
+# Bytecode compiled at install: every `dagster` process (the CLI, a run worker, the webserver) then
+# starts without compiling Dagster from source, even where PYTHONDONTWRITEBYTECODE is set (as in many
+# container images), which otherwise costs each process seconds of CPU.
+export UV_COMPILE_BYTECODE    := 1
 
 .PHONY: demo dev test install install-docs lock bench docs screenshots plots clean
 
@@ -56,9 +60,11 @@ dev: install
 
 ## Run the whole test suite against a real (embedded) PostgreSQL (with the docs extra: the manual's build is a test),
 ## on one pytest-xdist worker per core (at most 4), each with its own embedded servers; TEST_WORKERS=0 runs it in one process.
+## Bytecode caches are written (PYTHONDONTWRITEBYTECODE cleared): the test processes and the hundred `dagster`
+## subprocesses the tests start would otherwise each recompile the project and pytest's rewritten test modules.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))')
 test: install-docs
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## Run every benchmark under bench/ (each prints its figure beside a baseline and the ratio).
 bench: install
