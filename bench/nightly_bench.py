@@ -188,6 +188,16 @@ def changed_rows_bytes(url: str, run_id: str) -> tuple[int, int]:
     return rows, int(size)
 
 
+def line_store(url: str) -> str:
+    """The known lines' store after the night: entries per stage (one per key, imports/0005) and its size."""
+    with psycopg.connect(url) as conn:
+        stages = conn.execute("SELECT stage, count(*), count(DISTINCT key_hash) FROM hrms.imports_linehash "
+                              "GROUP BY stage ORDER BY stage").fetchall()
+        size = conn.execute("SELECT pg_total_relation_size('hrms.imports_linehash')").fetchone()[0]
+    entries = ", ".join(f"{stage} {n:,} entries for {keys:,} keys" for stage, n, keys in stages)
+    return f"line store after the night: {entries or 'empty'} ({size / 2**20:.1f} MiB with its index)"
+
+
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -219,7 +229,10 @@ def run_night(template: str, base_dir: Path, work: Path, scenario: str, attempt:
         path = metadata.get("import_history", {}).get("path")
         known = {a: metadata.get(a, {}).get("known_lines") for a in ("import_users", "import_history")}
         known = ", ".join(f"{a}: {v.value:,} known lines skipped" for a, v in known.items() if v is not None and v.value)
-        return {"known": known,
+        phase = metadata.get("import_history", {}).get("seconds_known_lines")
+        if phase is not None and phase.value:
+            known += f" (import_history's known_lines phase {phase.value:.2f} s)"
+        return {"known": known, "store": line_store(url),
             "seconds": seconds, "steps": steps, "changed_rows": rows, "changed_bytes": size,
             "kept_bytes": logical_after - logical_before, "kept_physical": physical_after - physical_before,
             "backup_bytes": folder_bytes(backups), "path": path.value if path is not None else "",
@@ -315,6 +328,8 @@ def main() -> None:
                       f"backups {best['backup_bytes']:,} B; changed {best['changed_rows']:,} rows of {best['changed_bytes']:,} B "
                       f"(kept / changed = {best['kept_bytes'] / max(best['changed_bytes'], 1):.2f})"
                       + (f"; {best['path']}" if best["path"] else "") + (f"; {best['known']}" if best.get("known") else ""))
+                if best.get("store"):
+                    print(f"          {best['store']}")
 
         if args.json:
             write_json(args.json, args, table, firsts)
