@@ -282,13 +282,19 @@ def stage_keys(conn: psycopg.Connection, lines: Lines, table: str, key_sql: str)
 
 
 def known_table(conn: psycopg.Connection, lines: Lines) -> str:
-    """A temporary table (row_number, key_hash) of the lines skipped as known, written (COPY) the
-    first time it is asked for: only the users stage's cycle warning needs it."""
+    """A temporary table (row_number, key_hash) of the lines skipped as known, written the first time
+    it is asked for (only the users stage's cycle warning needs it): their hashes COPYed, their keys
+    joined from the store (one entry per key, so one per line hash)."""
     if not lines.known_written:
         conn.execute(f"DROP TABLE IF EXISTS {lines.known_table}")
         conn.execute(f"CREATE TEMP TABLE {lines.known_table} (row_number bigint, key_hash bytea) ON COMMIT DROP")
         if lines.known:
-            _copy_pairs(conn, lines.known_table, "key_hash", lines.known_rows, lines.store.keys[lines.known_at])
+            found = f"_lh_found_{lines.stage}"
+            conn.execute(f"DROP TABLE IF EXISTS {found}")
+            conn.execute(f"CREATE TEMP TABLE {found} (row_number bigint, line_hash bytea) ON COMMIT DROP")
+            _copy_pairs(conn, found, "line_hash", lines.known_rows, lines.store.hashes(lines.known_at))
+            conn.execute(f"INSERT INTO {lines.known_table} SELECT f.row_number, s.key_hash FROM {found} f "
+                         f"JOIN {TABLE} s ON s.stage = %s AND s.line_hash = f.line_hash", [lines.stage])
         lines.known_written = True
     return lines.known_table
 

@@ -1,16 +1,16 @@
 """The line store's vouching entries of one stage, read once per file and looked up in numpy.
 
 A file's lines are classified against the entries that may vouch (linehash.vouching: written by an
-import record no reset took back, with a line hash), read in one statement -- one bytea of
-(line_hash || key_hash) pairs, 32 bytes an entry -- instead of an index probe per line. The entries
+import record no reset took back, with a line hash), read in one statement -- one bytea of their line
+hashes, 16 bytes an entry -- instead of an index probe per line. The entries
 are sorted on the first 8 bytes of their line hash (as a uint64: a sort of integers, not of strings),
 and a line's digest is looked up with np.searchsorted on them; a match is then confirmed on all
 16 bytes (the first 8 alone are never trusted: two digests sharing them are told apart, and a run of
-entries sharing them is walked). One entry per key (imports/0005), so a line hash found gives the
-key of the row it stands for.
+entries sharing them is walked). One entry per key (imports/0005): a line hash found stands for one
+key, which the server knows (the keys are not read: linehash.known_table joins them when asked).
 
-Memory: 32 bytes an entry plus the sort's index (8): about 45 MB for a million entries, freed with
-the stage's line pass.
+Memory: 16 bytes an entry kept, and while loading the value received (16) and the sort's index (8):
+about 16 MB for a million entries, 50 MB at the peak of the load.
 """
 
 from __future__ import annotations
@@ -23,29 +23,34 @@ import psycopg
 TABLE = "hrms.imports_linehash"
 # big-endian halves of a 16-byte digest: compared as integers they order as the bytes do
 _HALVES = np.dtype([("hi", ">u8"), ("lo", ">u8")])
-_PAIRS = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("key", "S16")])
 
 
 @dataclass(eq=False)
 class Vouching:
-    """Entries sorted by the first 8 bytes of their line hash: hi, lo (the last 8) and the key hash."""
+    """Line hashes sorted by their first 8 bytes: hi, and lo (the last 8)."""
 
     hi: np.ndarray            # uint64, sorted
     lo: np.ndarray            # uint64
-    keys: np.ndarray          # S16 (the row's natural key, md5)
 
     def __len__(self) -> int:
         return len(self.hi)
 
     @classmethod
-    def from_pairs(cls, blob: bytes | None) -> Vouching:
-        """From (line_hash || key_hash) pairs, 32 bytes each, in any order."""
+    def from_hashes(cls, blob: bytes | None) -> Vouching:
+        """From line hashes, 16 bytes each, in any order."""
         if not blob:
             return EMPTY
-        pairs = np.frombuffer(blob, dtype=_PAIRS)
-        hi = pairs["hi"].astype(np.uint64)
+        halves = np.frombuffer(blob, dtype=_HALVES)
+        hi = halves["hi"].astype(np.uint64)
         order = np.argsort(hi, kind="stable")
-        return cls(hi[order], pairs["lo"].astype(np.uint64)[order], pairs["key"][order])
+        hi = hi[order]
+        return cls(hi, halves["lo"].astype(np.uint64)[order])
+
+    def hashes(self, at: np.ndarray) -> np.ndarray:
+        """The line hashes (S16) of the entries at these positions."""
+        halves = np.empty(len(at), dtype=_HALVES)
+        halves["hi"], halves["lo"] = self.hi[at], self.lo[at]
+        return np.frombuffer(halves.tobytes(), dtype="S16")
 
     def find(self, digests: bytes) -> np.ndarray:
         """The position of each 16-byte digest of `digests` (concatenated) among the entries, -1 for a
@@ -68,14 +73,14 @@ class Vouching:
         return np.where(hit, at, -1)
 
 
-EMPTY = Vouching(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, "S16"))
+EMPTY = Vouching(np.empty(0, np.uint64), np.empty(0, np.uint64))
 
 
 def load(conn: psycopg.Connection, stage: str, floor: int, gone: list[int]) -> Vouching:
     """The entries of `stage` that may vouch for a line: a line hash, written by a record above the
     floor of the newest reset and not undone (linehash.vouching). One statement, one value."""
     blob = conn.execute(f"""
-        SELECT string_agg(line_hash || key_hash, ''::bytea) FROM {TABLE}
+        SELECT string_agg(line_hash, ''::bytea) FROM {TABLE}
         WHERE stage = %s AND line_hash IS NOT NULL AND import_record_id > %s AND import_record_id <> ALL(%s::bigint[])""",
         [stage, floor, gone], binary=True).fetchone()[0]
-    return Vouching.from_pairs(blob)
+    return Vouching.from_hashes(blob)
