@@ -69,7 +69,7 @@ def test_every_hr_table_is_granted_to_the_import_role(hrms_db):
     for store in ("hrms.imports_undoinsert", "hrms.imports_undoupdate"):   # the imports' undo store: written, never read back
         expected[store] = (False, True, False, False, False)
     expected["hrms.imports_shortcutreset"] = (True, False, False, False, False)   # read; undo and restore write it
-    expected["hrms.imports_linehash"] = (True, True, False, False, False)   # the known lines: read and written, never changed
+    expected["hrms.imports_linehash"] = (True, True, True, False, False)   # the known lines: one entry per key, upserted (imports/0005), never deleted
     assert {r[0]: tuple(r[1:]) for r in rows} == expected
 
 

@@ -282,3 +282,102 @@ def test_a_reset_alone_takes_back_every_known_line(hrms_db, company):
     result = history(hrms_db, company, events(1, datetime.date(2015, 1, 1)) + full)
     assert result.files[0].known_lines == 0 and result.counts["unchanged"] == 10
     assert history(hrms_db, company, events(1, datetime.date(2016, 1, 1)) + full).files[0].known_lines == 10
+
+
+# -- the store: one entry per key (imports/0005), looked up in numpy (linestore) -----------------------
+
+STORE = "SELECT count(*), count(DISTINCT key_hash), count(line_hash) FROM hrms.imports_linehash WHERE stage = 'history'"
+
+
+def test_the_store_holds_one_entry_per_key_after_many_nights(hrms_db, database_url, company):
+    full = events(12)
+    history(hrms_db, company, full)
+    history(hrms_db, company, events(3, datetime.date(2012, 1, 1)), name="delta.csv")
+    export = full + events(3, datetime.date(2012, 1, 1)) + events(2, datetime.date(2013, 1, 1))
+    history(hrms_db, company, export)
+    history(hrms_db, company, export, update_existing=True)          # other options: every line read and recorded again
+    history(hrms_db, company, list(reversed(export)), update_existing=True)
+    assert scalar(database_url, "SELECT count(*) FROM hrms.history_timelineevent") == 17
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(STORE).fetchone() == (17, 17, 17)      # five nights, 17 keys: 17 entries
+
+
+def test_a_superseded_entry_is_gone_and_the_changed_line_is_imported(hrms_db, database_url, company):
+    full = events(10)
+    history(hrms_db, company, full, update_existing=True)
+    entry = ("SELECT l.line_hash, l.import_record_id FROM hrms.imports_linehash l WHERE l.stage = 'history' "
+             "AND l.key_hash = decode(md5(%s), 'hex')")
+    key = f"{full[4][0]}|salary_change|{full[4][2]}"
+    with psycopg.connect(database_url) as conn:
+        (old_hash, old_record), = conn.execute(entry, [key]).fetchall()
+    edited = [r[:] for r in full]
+    edited[4][3] = "3500.00"
+    result = history(hrms_db, company, edited, update_existing=True)
+    assert result.files[0].known_lines == 9 and result.counts["updated"] == 1     # the changed line was read
+    assert scalar(database_url, "SELECT count(*) FROM hrms.history_compensationsnapshot WHERE salary = 3500") == 1
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(entry, [key]).fetchall()
+        assert len(rows) == 1 and rows[0][0] != old_hash and rows[0][1] > old_record      # replaced, not added
+        assert conn.execute("SELECT count(*) FROM hrms.imports_linehash WHERE line_hash = %s", [old_hash]).fetchone()[0] == 0
+        assert conn.execute(STORE).fetchone() == (10, 10, 10)
+    # the old line again (one more row: not the very file imported first): it is read and puts the row back
+    back = history(hrms_db, company, full + events(1, datetime.date(2015, 1, 1)), update_existing=True)
+    assert back.files[0].known_lines == 9 and back.counts["updated"] == 1 and back.counts["inserted"] == 1
+    assert scalar(database_url, "SELECT count(*) FROM hrms.history_compensationsnapshot WHERE salary = 3500") == 0
+
+
+def test_the_import_role_may_replace_entries_but_never_delete_them(hrms_db, company):
+    from hrms_pipelines.resources import IMPORTER
+
+    history(hrms_db, company, events(3))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), hrms_db.transaction(IMPORTER) as conn:
+        conn.execute("DELETE FROM hrms.imports_linehash WHERE stage = 'history'")
+
+
+def _digest(first8: bytes, last8: bytes) -> bytes:
+    return first8 + last8
+
+
+def test_digests_sharing_their_first_8_bytes_are_told_apart():
+    """The lookup sorts and searches on the first 8 bytes, but never trusts them alone: a line whose
+    digest shares them with a stored one (a hostile near-collision) is not known, and a run of stored
+    digests sharing them is walked to the one that is equal in all 16 bytes."""
+    from hrms_pipelines.imports import linestore
+
+    prefix = bytes.fromhex("00ff00ff00ff00ff")
+    stored = [_digest(prefix, bytes([0, 0, 0, 0, 0, 0, 0, i])) for i in (9, 3, 7)] + [_digest(b"\x01" * 8, b"\x02" * 8)]
+    store = linestore.Vouching.from_hashes(b"".join(stored))
+    asked = stored + [_digest(prefix, bytes(8)), _digest(prefix, bytes([0, 0, 0, 0, 0, 0, 1, 9])),
+                      _digest(b"\x01" * 8, b"\x02" * 7 + b"\x03"), _digest(b"\x00" * 8, b"\x02" * 8)]
+    at = store.find(b"".join(asked))
+    assert [store.hashes(at[k:k + 1])[0] if at[k] >= 0 else None for k in range(len(asked))] == stored + [None] * 4
+    assert linestore.EMPTY.find(b"".join(asked)).tolist() == [-1] * 8
+
+
+def test_the_migration_keeps_the_newest_entry_of_each_key(hrms_db, database_url, company):
+    """imports/0005 on a store imports/0004 filled (several entries per key): the newest one stays;
+    its down file puts back the 0004 indexes."""
+    from hrms_pipelines.migrations.jobs import apply_migrations, revert_migrations
+
+    def migrate_to(target):
+        if target:
+            result = revert_migrations.execute_in_process(
+                run_config={"ops": {"revert_to_target": {"config": {"app": "imports", "target": target}}}},
+                resources={"hrms_db": hrms_db})
+        else:
+            result = apply_migrations.execute_in_process(resources={"hrms_db": hrms_db})
+        assert result.success
+
+    history(hrms_db, company, events(4))
+    migrate_to("0004")
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('hrms.imports_linehash_line_idx')").fetchone()[0] is not None
+        conn.execute("INSERT INTO hrms.imports_linehash (stage, import_record_id, key_hash, line_hash) "
+                     "SELECT stage, import_record_id - 1, key_hash, '\\x00000000000000000000000000000001' FROM hrms.imports_linehash")
+    migrate_to(None)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(STORE).fetchone() == (4, 4, 4)
+        assert conn.execute("SELECT count(*) FROM hrms.imports_linehash WHERE line_hash = "
+                            "'\\x00000000000000000000000000000001'").fetchone()[0] == 0
+    again = history(hrms_db, company, events(1, datetime.date(2012, 1, 1)) + events(4))     # not an append
+    assert again.files[0].known_lines == 4 and again.counts["inserted"] == 1

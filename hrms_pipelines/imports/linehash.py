@@ -1,15 +1,18 @@
 """Known lines: a full export costs what changed, whatever came before it (issue 19).
 
 Every row a successful users or history import leaves equal to its CSV line (inserted, updated or
-found unchanged) is remembered in hrms.imports_linehash (migration imports/0004): the natural key of
-the row and a 16-byte blake2b of the raw line bytes, keyed by what gives them meaning -- the stage,
-the format (CSV), the header line, the options recorded with the import, and an epoch of the earlier
-stages (their resets, and for history the ladder updates its summaries are written from).
+found unchanged) is remembered in hrms.imports_linehash (migrations imports/0004, 0005): the natural
+key of the row and a 16-byte blake2b of the raw line bytes, prefixed with a 32-byte context key made
+of what gives them meaning -- the stage, the format (CSV), the header line, the options recorded
+with the import, and an epoch of the earlier stages (their resets, and for history the ladder updates
+its summaries are written from). The store holds one entry per key: an import's entry for a key
+replaces the older one (only the newest entry of a key could ever vouch).
 
-The next import of a file of that kind reads it once: each line is hashed and looked up, a chunk at a
-time, before anything is parsed or validated. A line is **known** -- skipped, counted unchanged --
-only when its hash is the hash of the newest entry of its key and that entry's import record still
-vouches (shortcuts.vouches: no undo or restore since). So:
+The next import of a file of that kind reads the stage's vouching entries once (linestore: one
+statement, sorted in numpy) and its file once: each line is hashed and looked up before anything is
+parsed or validated. A line is **known** -- skipped, counted unchanged -- only when its hash is the
+line hash of its key's entry and that entry's import record still vouches (shortcuts.vouches: no undo
+or restore since). So:
 
 - a changed line has another hash: it is read, validated and compared as before;
 - a row a later import wrote (another file of the same kind, an Excel workbook, a CSV the line path
@@ -32,19 +35,19 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import psycopg
 from psycopg import sql
 
-from hrms_pipelines.imports import shortcuts
+from hrms_pipelines.imports import linestore, shortcuts
 
 if TYPE_CHECKING:
     from hrms_pipelines.imports.reader import FileInfo
 
-TABLE = "hrms.imports_linehash"
+TABLE = linestore.TABLE
 ENABLED = True            # internal switch: False reads every line (the store is still written)
-LOOKUP_LINES = 25_000     # lines hashed and looked up per round trip
 _UPSTREAM = {"users": ("ladders", "org"), "history": ("ladders", "org", "users")}
 
 
@@ -65,6 +68,10 @@ class Lines:
     hashed: bool = False      # line hashes of the staged rows are in {lines}
     known: int = 0            # lines skipped as known
     total: int = 0
+    known_rows: np.ndarray | None = None      # their staging row numbers
+    known_at: np.ndarray | None = None        # the entries they matched (positions in store)
+    store: linestore.Vouching = linestore.EMPTY
+    known_written: bool = False               # {known_table} written (known_table())
 
     @property
     def lines(self) -> str:
@@ -72,7 +79,7 @@ class Lines:
 
     @property
     def known_table(self) -> str:
-        return f"_lh_known_{self.stage}"      # (row_number, key_hash) of the lines skipped
+        return f"_lh_known_{self.stage}"      # (row_number, key_hash) of the lines skipped: known_table()
 
     @property
     def keys(self) -> str:
@@ -98,7 +105,7 @@ def epoch(conn: psycopg.Connection, stage: str) -> list[int]:
 
 
 def context_key(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict) -> bytes:
-    """The blake2b key every line hash of this file is made with."""
+    """The 32 bytes every line of this file is hashed after (blake2b(context + line), 16 bytes)."""
     header = bytes(info.data.reader([(info.data_start, info.header_end)]).read()).rstrip(b"\r\n")
     meaning = json.dumps({"stage": stage, "format": info.format, "options": options, "epoch": epoch(conn, stage)},
                          sort_keys=True, default=str).encode() + b"\n" + header
@@ -106,9 +113,8 @@ def context_key(conn: psycopg.Connection, stage: str, info: FileInfo, options: d
 
 
 def _create(conn: psycopg.Connection, lines: Lines) -> None:
-    for table, second in ((lines.lines, "line_hash"), (lines.known_table, "key_hash")):
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.execute(f"CREATE TEMP TABLE {table} (row_number bigint, {second} bytea) ON COMMIT DROP")
+    conn.execute(f"DROP TABLE IF EXISTS {lines.lines}")
+    conn.execute(f"CREATE TEMP TABLE {lines.lines} (row_number bigint, line_hash bytea) ON COMMIT DROP")
 
 
 def vouching(conn: psycopg.Connection, stage: str) -> tuple[int, list[int]]:
@@ -121,103 +127,123 @@ def vouching(conn: psycopg.Connection, stage: str) -> tuple[int, list[int]]:
     return floor, gone
 
 
-def _flush(conn: psycopg.Connection, lines: Lines, base: int, digests: list[bytes], skip: bool,
-           floor: int = 0, gone: list[int] | None = None) -> set[int]:
-    """One chunk of consecutive lines (row numbers base, base + 1, ...), their hashes sent as one
-    bytea: the known ones' keys go to {known_table}, the others' hashes to {lines}, all server-side.
-    Returns the offsets (in the chunk) of the known lines: a line is known when its hash is the
-    newest entry of its key, written by an import record that still vouches."""
-    h = "SELECT i, substring(%(blob)s::bytea FROM i * 16 + 1 FOR 16) AS line_hash FROM generate_series(0, %(n)s - 1) i"
-    params = {"blob": b"".join(digests), "n": len(digests), "base": base, "stage": lines.stage, "floor": floor,
-              "gone": gone or []}
-    if not skip:
-        conn.execute(f"INSERT INTO {lines.lines} SELECT %(base)s + h.i, h.line_hash FROM ({h}) h", params)
-        return set()
-    rows = conn.execute(f"""
-        WITH h AS MATERIALIZED ({h}),
-        k AS MATERIALIZED (     -- per line an index-only probe (OFFSET 0: never a hash of the whole store)
-            SELECT h.i, l.key_hash FROM h CROSS JOIN LATERAL (
-                SELECT l.key_hash, l.import_record_id FROM {TABLE} l
-                WHERE l.stage = %(stage)s AND l.line_hash = h.line_hash AND l.import_record_id > %(floor)s
-                OFFSET 0) l
-            WHERE l.import_record_id <> ALL(%(gone)s::bigint[])
-              AND l.import_record_id = (SELECT max(n.import_record_id) FROM {TABLE} n
-                                        WHERE n.stage = %(stage)s AND n.key_hash = l.key_hash)),
-        known AS (INSERT INTO {lines.known_table} SELECT %(base)s + k.i, k.key_hash FROM k),
-        unknown AS (INSERT INTO {lines.lines} SELECT %(base)s + h.i, h.line_hash FROM h WHERE h.i NOT IN (SELECT i FROM k))
-        SELECT i FROM k""", params, binary=True).fetchall()
-    return {i for (i,) in rows}
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)      # signature, flags, header extension length
+_COPY_ROWS = 100_000
+
+
+def _copy_pairs(conn: psycopg.Connection, table: str, column: str, rows: np.ndarray, values: np.ndarray) -> None:
+    """COPY (row_number, <column> 16-byte bytea) rows in PostgreSQL's binary format, built in numpy."""
+    tuple_ = np.dtype([("n", ">i2"), ("l1", ">i4"), ("row", ">i8"), ("l2", ">i4"), ("value", "S16")])
+    with conn.cursor() as cur, cur.copy(f"COPY {table} (row_number, {column}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(_COPY_HEADER)
+        for at in range(0, len(rows), _COPY_ROWS):
+            block = np.empty(min(_COPY_ROWS, len(rows) - at), dtype=tuple_)
+            block["n"], block["l1"], block["l2"] = 2, 8, 16
+            block["row"] = rows[at:at + len(block)]
+            block["value"] = values[at:at + len(block)]
+            copy.write(block.tobytes())
+        copy.write(b"\xff\xff")
+
+
+class _Pass:
+    """The line pass's state: the vouching entries, and per block which lines are known."""
+
+    def __init__(self, store: linestore.Vouching, key: bytes, row: int, spool):
+        self.store, self.key, self.row, self.spool = store, key, row, spool
+        self.known_rows: list[np.ndarray] = []
+        self.known_at: list[np.ndarray] = []
+        self.unknown_rows: list[np.ndarray] = []
+        self.unknown_digests: list[np.ndarray] = []
+
+    def take(self, parts: list[bytes]) -> None:
+        """Complete lines, in file order: hash each (blake2b of the context key and the line), look
+        them up, spool the unknown ones with their row numbers."""
+        base, key, blake2b = self.row, self.key, hashlib.blake2b
+        self.row += len(parts)
+        digests = b"".join([blake2b(key + line, digest_size=16).digest() for line in parts])
+        at = self.store.find(digests)
+        hit = at >= 0
+        miss = np.flatnonzero(~hit)
+        if len(miss) < len(parts):
+            known = np.flatnonzero(hit)
+            self.known_rows.append(known + base)
+            self.known_at.append(at[known])
+        self.unknown_rows.append(miss + base)
+        self.unknown_digests.append(np.frombuffer(digests, dtype="S16")[miss])
+        if self.spool is not None and len(miss):
+            picked = parts if len(miss) == len(parts) else [parts[i] for i in miss.tolist()]
+            rows = range(base, base + len(parts)) if len(miss) == len(parts) else (miss + base).tolist()
+            self.spool.write(b"".join([b"%d,%b\n" % (r, line) for r, line in zip(rows, picked)]))
+
+
+def _split(body: bytes) -> list[bytes] | None:
+    """The lines of a block of whole lines, or None when they cannot stand for records (a blank line,
+    an odd number of quotes on a line: a quoted field spanning lines)."""
+    parts = body.split(b"\n")
+    if b"\r" in body:
+        parts = [p.removesuffix(b"\r") for p in parts]
+    if b"" in parts:
+        return None
+    if b'"' in body:        # the quotes per line, counted in numpy: a Python loop costs more than the hashes
+        data = np.frombuffer(body, dtype=np.uint8)
+        line_of_quote = np.searchsorted(np.flatnonzero(data == 10), np.flatnonzero(data == 34))
+        if (np.bincount(line_of_quote) % 2).any():
+            return None
+    return parts
 
 
 def scan(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict, *, start_offset: int | None = None,
          first_row_number: int = 2, skip: bool = True):
-    """One pass over the file's lines (from `start_offset`): hash each, look them up a chunk at a
-    time, write the unknown ones (with their row numbers) to a private temporary file. Returns
-    (Lines, the temporary file or None). Lines.hashed is False when the lines cannot stand for
-    records (a blank line, a record spanning lines, a count that differs from the reader's): then
-    nothing is skipped and no line hash is kept."""
+    """One pass over the file's lines (from `start_offset`): hash each, look them up against the
+    stage's vouching entries (read once: linestore), write the unknown ones (with their row numbers)
+    to a private temporary file. Returns (Lines, the temporary file or None). Lines.hashed is False
+    when the lines cannot stand for records (a blank line, a record spanning lines, a count that
+    differs from the reader's): then nothing is skipped and no line hash is kept."""
     lines = Lines(stage)
     _create(conn, lines)
     if info.format != "csv" or info.data is None:
         return lines, None
     key = context_key(conn, stage, info, options)
-    start = info.header_end if start_offset is None else start_offset
-    spool = tempfile.TemporaryFile()      # 0600, unlinked at once: the lines to read (personal data)
-    row = first_row_number - 1            # staging row_number of the first line
-    pending: list[bytes] = []
-    digests: list[bytes] = []
+    store = linestore.load(conn, stage, *vouching(conn, stage)) if skip and ENABLED else linestore.EMPTY
+    # 0600, unlinked at once: the lines to read (personal data); none when no line can be known
+    spool = tempfile.TemporaryFile() if len(store) else None
+    state = _Pass(store, key, first_row_number - 1, spool)      # staging row_number of the first line
     ok = True
-    lookup = skip and ENABLED
-    floor, gone = vouching(conn, stage) if lookup else (0, [])
-
-    def flush() -> None:
-        base = row - len(pending)
-        known = _flush(conn, lines, base, digests, lookup, floor, gone) if pending else set()
-        write = spool.write
-        for i, line in enumerate(pending):
-            if i not in known:
-                write(b"%d," % (base + i) + line + b"\n")
-        lines.known += len(known)
-        pending.clear()
-        digests.clear()
-
-    stream = info.data.reader([(start, info.data_end)])
+    stream = info.data.reader([(info.header_end if start_offset is None else start_offset, info.data_end)])
     rest = b""
-    blake2b = hashlib.blake2b
-    while ok:
-        block = stream.read(1 << 20)
-        if not block:
-            break
-        parts = (rest + block).split(b"\n")
-        rest = parts.pop()
-        for line in parts:
-            line = line.removesuffix(b"\r")
-            if not line or line.count(b'"') % 2:
-                ok = False
-                break
-            pending.append(line)
-            digests.append(blake2b(line, digest_size=16, key=key).digest())
-            row += 1
-        if len(pending) >= LOOKUP_LINES:
-            flush()
-    line = rest.removesuffix(b"\r")
-    if ok and line:
-        if line.count(b'"') % 2:
+    while ok and (block := stream.read(1 << 20)):
+        data = rest + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        rest = data[cut + 1:]
+        parts = _split(data[:cut])
+        if parts is None:
             ok = False
         else:
-            pending.append(line)
-            digests.append(blake2b(line, digest_size=16, key=key).digest())
-            row += 1
-    if ok:
-        flush()
+            state.take(parts)
+    if ok and rest.removesuffix(b"\r"):
+        parts = _split(rest)
+        ok = parts is not None
+        if ok:
+            state.take(parts)
     expected = info.rows if start_offset is None else (info.rows - (first_row_number - 2))
-    lines.total = row - (first_row_number - 1)
+    lines.total = state.row - (first_row_number - 1)
     if not ok or lines.total != expected:
-        spool.close()
-        _create(conn, lines)
+        if spool is not None:
+            spool.close()
         return Lines(stage), None
     lines.hashed = True
-    spool.flush()
+    if state.unknown_rows:
+        _copy_pairs(conn, lines.lines, "line_hash", np.concatenate(state.unknown_rows), np.concatenate(state.unknown_digests))
+    if state.known_rows:
+        lines.known_rows = np.concatenate(state.known_rows)
+        lines.known_at = np.concatenate(state.known_at)
+        lines.known = len(lines.known_rows)
+        lines.store = store
+    if spool is not None:
+        spool.flush()
     return lines, spool
 
 
@@ -258,22 +284,50 @@ def stage_keys(conn: psycopg.Connection, lines: Lines, table: str, key_sql: str)
                  f"SELECT s.row_number, decode(md5({key_sql}), 'hex') AS key_hash FROM {table} s")
 
 
+def known_table(conn: psycopg.Connection, lines: Lines) -> str:
+    """A temporary table (row_number, key_hash) of the lines skipped as known, written the first time
+    it is asked for (only the users stage's cycle warning needs it): their hashes COPYed, their keys
+    joined from the store (one entry per key, so one per line hash)."""
+    if not lines.known_written:
+        conn.execute(f"DROP TABLE IF EXISTS {lines.known_table}")
+        conn.execute(f"CREATE TEMP TABLE {lines.known_table} (row_number bigint, key_hash bytea) ON COMMIT DROP")
+        if lines.known:
+            found = f"_lh_found_{lines.stage}"
+            conn.execute(f"DROP TABLE IF EXISTS {found}")
+            conn.execute(f"CREATE TEMP TABLE {found} (row_number bigint, line_hash bytea) ON COMMIT DROP")
+            _copy_pairs(conn, found, "line_hash", lines.known_rows, lines.store.hashes(lines.known_at))
+            conn.execute(f"INSERT INTO {lines.known_table} SELECT f.row_number, s.key_hash FROM {found} f "
+                         f"JOIN {TABLE} s ON s.stage = %s AND s.line_hash = f.line_hash", [lines.stage])
+        lines.known_written = True
+    return lines.known_table
+
+
 def repeats_a_known_key(conn: psycopg.Connection, lines: Lines) -> int:
-    """Rows of the file sharing a key with a line skipped as known (the full path rejects the repeat)."""
+    """Keys of the file shared by a line skipped as known and another line (the full path rejects the
+    repeat). The store holds one entry per key (imports/0005), so two known lines share a key only
+    when they found the same entry; a staged row shares one when its key's entry was found."""
     if not lines.known:
         return 0
-    return conn.execute(f"""
-        SELECT count(*) FROM (SELECT key_hash FROM (SELECT key_hash, true AS known FROM {lines.known_table}
-                                                   UNION ALL SELECT key_hash, false FROM {lines.keys}) x
-                              GROUP BY key_hash HAVING count(*) > 1 AND bool_or(known)) d""").fetchone()[0]
+    found = np.bincount(lines.known_at, minlength=len(lines.store))
+    staged = conn.execute(f"SELECT string_agg(s.line_hash, ''::bytea) FROM {lines.keys} k JOIN {TABLE} s "
+                          "ON s.stage = %s AND s.key_hash = k.key_hash WHERE s.line_hash IS NOT NULL",
+                          [lines.stage], binary=True).fetchone()[0]
+    at = lines.store.find(staged) if staged else np.empty(0, np.int64)
+    at = at[at >= 0]
+    return int((found > 1).sum()) + int(len(np.unique(at[found[at] > 0])))
 
 
 def record(conn: psycopg.Connection, lines: Lines, record_id: int, unwritten: str | None) -> int:
     """Remember the staged rows the stage left equal to their lines (every staged row but those of
-    `unwritten`, SQL giving row numbers): their key, and their line hash when the lines were hashed."""
+    `unwritten`, SQL giving row numbers): their key, and their line hash when the lines were hashed.
+    One entry per key (imports/0005): the entry of a key written here replaces the older one. A key
+    staged twice (the stage rejects that; never trusted) is stored without a line hash."""
     line, join = ("l.line_hash", f"LEFT JOIN {lines.lines} l ON l.row_number = k.row_number") if lines.hashed else ("NULL::bytea", "")
     where = f"AND k.row_number NOT IN ({unwritten})" if unwritten else ""
     return conn.execute(f"""
-        INSERT INTO {TABLE} (stage, import_record_id, key_hash, line_hash)
-        SELECT %s, %s, k.key_hash, {line} FROM {lines.keys} k {join} WHERE k.key_hash IS NOT NULL {where}""",
-        [lines.stage, record_id]).rowcount
+        INSERT INTO {TABLE} AS e (stage, import_record_id, key_hash, line_hash)
+        SELECT DISTINCT ON (k.key_hash) %(stage)s, %(record)s, k.key_hash,
+               CASE WHEN count(*) OVER (PARTITION BY k.key_hash) = 1 THEN {line} END
+        FROM {lines.keys} k {join} WHERE k.key_hash IS NOT NULL {where}
+        ON CONFLICT (stage, key_hash) DO UPDATE SET import_record_id = excluded.import_record_id, line_hash = excluded.line_hash""",
+        {"stage": lines.stage, "record": record_id}).rowcount

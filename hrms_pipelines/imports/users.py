@@ -219,7 +219,8 @@ def _warn_cycles_left_unwritten(ctx: StageContext, info: reader.FileInfo) -> Non
     query = cycles_sql("NOT u.applies", bulk=starts > BULK_STARTS, every_row_applies=True)
     # the file's rows by key: those staged, and the lines skipped as known (linehash.py)
     lines = ctx.lines.get(info.name)
-    known = f"UNION ALL SELECT row_number, key_hash FROM {lines.known_table}" if lines is not None and lines.known else ""
+    known = (f"UNION ALL SELECT row_number, key_hash FROM {linehash.known_table(ctx.conn, lines)}"
+             if lines is not None and lines.known else "")
     rows = ctx.conn.execute(f"""
         SELECT c.path || c.start, array_agg(f.row_number + 1 ORDER BY f.row_number)
         FROM ({query}) c JOIN (SELECT s.row_number, decode(md5({email(info, 'email')}), 'hex') AS k FROM stg_users_all s
