@@ -326,6 +326,24 @@ def test_a_superseded_entry_is_gone_and_the_changed_line_is_imported(hrms_db, da
     assert scalar(database_url, "SELECT count(*) FROM hrms.history_compensationsnapshot WHERE salary = 3500") == 0
 
 
+def test_the_first_file_again_after_an_edit_puts_the_row_back_not_unchanged(hrms_db, database_url, company):
+    """File A, then B (one salary edited), then A byte for byte again: A's own earlier success no longer
+    vouches once B updated rows, so the third import reads the edited line and restores A's salary."""
+    full = events(10)
+    history(hrms_db, company, full, update_existing=True)
+    edited = [r[:] for r in full]
+    edited[4][3] = "3500.00"
+    assert history(hrms_db, company, edited, update_existing=True).counts["updated"] == 1
+    again = history(hrms_db, company, full, update_existing=True)
+    assert again.counts["updated"] == 1 and again.files[0].known_lines == 9
+    assert scalar(database_url, "SELECT count(*) FROM hrms.history_compensationsnapshot WHERE salary = 3500") == 0
+    # and the same file a fourth time, nothing having changed since, is unchanged as a whole file
+    fourth = history(hrms_db, company, full, update_existing=True)
+    assert fourth.counts.get("updated", 0) == 0 and fourth.counts.get("inserted", 0) == 0
+    assert scalar(database_url, "SELECT outcome || ':' || coalesce(message, '') FROM hrms.imports_importrecord "
+                                "ORDER BY id DESC LIMIT 1").startswith("succeeded")
+
+
 def test_the_import_role_may_replace_entries_but_never_delete_them(hrms_db, company):
     from hrms_pipelines.resources import IMPORTER
 

@@ -18,11 +18,15 @@ TABLE = "hrms.imports_importrecord"
 
 
 def previous_success(conn: psycopg.Connection, stage: str, info: FileInfo, options: dict) -> int | None:
-    """The id of the latest successful import of this exact file with these options, if any (and if no
-    undo or restore since took back its word: hrms_pipelines.imports.shortcuts)."""
+    """The id of the latest successful import of this exact file with these options, if any, and only
+    while its word still holds: no undo or restore since (hrms_pipelines.imports.shortcuts), and no later
+    import of the stage that updated rows. (File A, then B editing a salary, then A again: the third
+    import must put A's salary back, not be "unchanged".)"""
     row = conn.execute(
         f"SELECT r.id FROM {TABLE} r WHERE r.stage = %s AND r.file_sha256 = %s AND r.options = %s "
-        f"AND r.outcome = 'succeeded' AND {shortcuts.vouches('r')} ORDER BY r.id DESC LIMIT 1",
+        f"AND r.outcome = 'succeeded' AND {shortcuts.vouches('r')} "
+        f"AND NOT EXISTS (SELECT FROM {TABLE} l WHERE l.stage = r.stage AND l.id > r.id AND l.outcome = 'succeeded' "
+        f"AND l.updated > 0) ORDER BY r.id DESC LIMIT 1",
         [stage, info.sha256, Jsonb(options)],
     ).fetchone()
     return row[0] if row else None
