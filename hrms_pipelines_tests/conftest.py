@@ -199,15 +199,19 @@ def second_server():
 from hrms_pipelines_tests.shared_ui import alert_capture, hostile_deployment, shared_webserver  # noqa: E402,F401
 
 
-# Under pytest-xdist (`make test`, --dist loadgroup) the tests that share one booted `dagster dev`
-# run on one worker, so each server boots once per suite, not once per worker.
-_SHARED_SERVERS = {"shared_webserver": "webserver", "dagster_ui": "browser"}
+# Under pytest-xdist (`make test`, --dist loadgroup) the tests that share one booted `dagster dev` run
+# on one worker (each server boots once per suite, not once per worker), and in their file's order: the
+# GraphQL suites' modules carry `pytestmark = pytest.mark.xdist_group("webserver")`, the browser
+# suite's `xdist_group("browser")`.
+_SHARED_SERVER_GROUPS = {"shared_webserver": "webserver", "dagster_ui": "browser"}
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test on a shared server without its group's mark would boot a second server on another worker
+    (and miss what the earlier tests of its file left there): refuse to run rather than be slow or flaky."""
     for item in items:
-        for fixture, group in _SHARED_SERVERS.items():
-            if fixture in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+        for fixture, group in _SHARED_SERVER_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()) and group not in {
+                    (m.args or (m.kwargs.get("name"),))[0] for m in item.iter_markers("xdist_group")}:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: its module needs "
+                                        f"pytestmark = pytest.mark.xdist_group({group!r})")

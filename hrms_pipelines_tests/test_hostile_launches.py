@@ -29,6 +29,9 @@ from hrms_pipelines.migrations import runner
 from hrms_pipelines_tests import shared_ui
 from hrms_pipelines_tests.shared_ui import LAUNCH, SECRET_CANARIES, WEBHOOK_TOKEN, AlertCapture
 
+# the shared webserver (shared_ui.py): every test of this file on its one pytest-xdist worker, in order
+pytestmark = pytest.mark.xdist_group("webserver")
+
 SENSOR = """query S($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename
   ... on Sensor { sensorState { ticks(limit: 1) { status } } } } }"""
 FAILURE_SENSOR = {"repositoryLocationName": "hrms_pipelines", "repositoryName": "__repository__",

@@ -28,6 +28,9 @@ from hrms_pipelines.imports.options import RESOURCE_KEY
 from hrms_pipelines.resources import PinnedDatabase
 from hrms_pipelines_tests.shared_ui import CANARY, deployment_env, launch, run_messages
 
+# the shared webserver (shared_ui.py): every test of this file on its one pytest-xdist worker, in order
+pytestmark = pytest.mark.xdist_group("webserver")
+
 # The fields that are gone: (job, run config that sets one). Each must be refused by the schema.
 REMOVED = [
     ("apply_migrations", {"ops": {"plan_migrations": {"config": {"migrations_dir": "/tmp/evil"}}}}),

@@ -14,11 +14,15 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from dagster._core.launcher.base import WorkerStatus
 
 from hrms_pipelines import locks, settings
 from hrms_pipelines.run_worker import HOST_TAG, PID_TAG, START_TAG, host_identity, process_start, worker_status
+
+# the shared webserver (shared_ui.py): every test of this file on its one pytest-xdist worker, in order
+pytestmark = pytest.mark.xdist_group("webserver")
 
 RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter, limit: 20) { __typename
   ... on Runs { results { runId status tags { key value } } } } }"""

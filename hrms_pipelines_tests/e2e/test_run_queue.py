@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.browser  # needs the dagster dev of the e2e package
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]  # needs the dagster dev of the e2e package
 
 LOCK_KEY = 4242
 

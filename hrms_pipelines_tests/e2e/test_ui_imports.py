@@ -20,7 +20,7 @@ from hrms_pipelines_tests.e2e.browser import (
     op_node_boxes, screenshot, zoom_until_detailed,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 STAGES = ("ladders", "org", "users", "history")
 CHAIN = [f"{kind}_{stage}" for stage in STAGES for kind in ("backup", "import")]

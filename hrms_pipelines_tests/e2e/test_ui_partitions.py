@@ -12,7 +12,7 @@ from hrms_pipelines.resources import PinnedDatabase
 from hrms_pipelines.seeding import fixtures, loader
 from hrms_pipelines_tests.e2e.browser import choose_partition, screenshot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 SEED_PARTITION = "roles"
 BACKFILL_PARTITION = "set_employee_status"
