@@ -99,13 +99,11 @@ def graphql_as_other_user(ui, query: str, variables: dict) -> dict:
     return payload["data"]
 
 
-class AlertCapture(BaseHTTPRequestHandler):
-    """The chat webhook of the shared deployment: every POST body is kept in `received`."""
-
-    received: list[bytes] = []
+class _PostCapture(BaseHTTPRequestHandler):
+    """A chat webhook's stand-in: every POST body lands in its server's `received` list."""
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        AlertCapture.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.received.append(self.rfile.read(int(self.headers["Content-Length"])))
         self.send_response(200)
         self.end_headers()
 
@@ -113,11 +111,23 @@ class AlertCapture(BaseHTTPRequestHandler):
         pass
 
 
+def capture_posts(received: list[bytes]) -> HTTPServer:
+    """A local HTTP server (free port, its own thread) appending every POST body to `received`;
+    `shutdown()` stops it."""
+    server = HTTPServer(("127.0.0.1", 0), _PostCapture)
+    server.received = received
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# Every alert the shared deployment's webhook received (alert_capture).
+ALERTS: list[bytes] = []
+
+
 @pytest.fixture(scope="session")
 def alert_capture():
-    AlertCapture.received = []
-    server = HTTPServer(("127.0.0.1", 0), AlertCapture)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ALERTS.clear()
+    server = capture_posts(ALERTS)
     yield f"http://127.0.0.1:{server.server_port}/services/T000/B000/{WEBHOOK_TOKEN}"
     server.shutdown()
 

@@ -27,7 +27,7 @@ from hrms_pipelines import settings
 from hrms_pipelines.imports.options import RESOURCE_KEY
 from hrms_pipelines.migrations import runner
 from hrms_pipelines_tests import shared_ui
-from hrms_pipelines_tests.shared_ui import LAUNCH, SECRET_CANARIES, WEBHOOK_TOKEN, AlertCapture
+from hrms_pipelines_tests.shared_ui import ALERTS, LAUNCH, SECRET_CANARIES, WEBHOOK_TOKEN
 
 # the shared webserver (shared_ui.py): every test of this file on its one pytest-xdist worker, in order
 pytestmark = pytest.mark.xdist_group("webserver")
@@ -108,7 +108,7 @@ def wait_for_the_failure_sensor(ui, timeout: float = 600) -> None:
 def wait_for_alert(run_id: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for body in list(AlertCapture.received):
+        for body in list(ALERTS):
             alert = json.loads(body)
             if alert.get("alert", {}).get("run_id") == run_id:
                 return alert
@@ -146,6 +146,6 @@ def test_no_canary_anywhere(shared_webserver, hostile_deployment):
     logs = [p for p in home.rglob("*") if p.is_file()]
     assert any(p.suffix in (".out", ".err") for p in logs), "the scan saw the compute logs"
     hits += [f"{p}" for p in logs if any(c in p.read_bytes().decode("utf-8", "replace") for c in canaries())]
-    assert AlertCapture.received, "the scan saw at least one alert"
-    hits += [f"alert {body[:200]!r}" for body in AlertCapture.received if any(c.encode() in body for c in canaries())]
+    assert ALERTS, "the scan saw at least one alert"
+    hits += [f"alert {body[:200]!r}" for body in ALERTS if any(c.encode() in body for c in canaries())]
     assert hits == []

@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -46,6 +45,7 @@ from hrms_pipelines.imports.options import RESOURCE_KEY, ImportOptions
 from hrms_pipelines.resources import PinnedDatabase
 from hrms_pipelines_tests.conftest import _url, create_dagster_storage, create_database, drop_database
 from hrms_pipelines_tests.import_helpers import BASE, import_folder, run_stage, write, write_base
+from hrms_pipelines_tests.shared_ui import capture_posts
 
 USERS_HEADER = ["email", "employee_number", "first_name", "last_name", "status", "hire_date", "termination_date",
                 "team_code", "chapter_code", "manager_email", "ladder_code", "level_number"]
@@ -490,16 +490,8 @@ def test_the_log_file_holds_only_masked_values(cases, name):
 # Alerts: the sensor on failed runs, with a webhook and an email
 
 
-class _Webhook(BaseHTTPRequestHandler):
-    received: list[bytes] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        _Webhook.received.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
+# every POST body the webhook fixture's server received
+_WEBHOOK_RECEIVED: list[bytes] = []
 
 
 class _SmtpSink(socketserver.StreamRequestHandler):
@@ -532,9 +524,8 @@ class _SmtpSink(socketserver.StreamRequestHandler):
 
 @pytest.fixture
 def webhook():
-    _Webhook.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _WEBHOOK_RECEIVED.clear()
+    server = capture_posts(_WEBHOOK_RECEIVED)
     yield f"http://127.0.0.1:{server.server_port}/hooks/hrms"
     server.shutdown()
 
@@ -568,16 +559,16 @@ def test_failure_alerts_hold_no_planted_value(leak_env, cases, name, webhook, sm
         ).for_run_failure()
         alerts.hrms_run_failure_alerts(context)
         alert = alerts.alert_from_failure(context)
-    assert len(_Webhook.received) == 1 and len(_SmtpSink.messages) == 1, "both notifiers delivered"
+    assert len(_WEBHOOK_RECEIVED) == 1 and len(_SmtpSink.messages) == 1, "both notifiers delivered"
     mail = email.message_from_bytes(_SmtpSink.messages[0], policy=policy.default)
     with psycopg.connect(case.database_url) as conn:
         row = conn.execute("SELECT a::text FROM hrms.core_alert a").fetchone()[0]
-    payloads = {"alert text": alert.text(), "webhook JSON": _Webhook.received[0].decode(), "email": mail.get_content(),
+    payloads = {"alert text": alert.text(), "webhook JSON": _WEBHOOK_RECEIVED[0].decode(), "email": mail.get_content(),
                 "raw email": _SmtpSink.messages[0].decode(), "hrms.core_alert row": row, "log": caplog.text}
     hits = [f"{where}: {hit}" for where, text in payloads.items() for hit in find(text, case.planted)]
     assert not hits, "\n".join(hits)
     assert "failed at step" in alert.text() and alert.error_message, "the alert still says what failed"
-    assert f"/runs/{result.run_id}" in json.loads(_Webhook.received[0])["text"]
+    assert f"/runs/{result.run_id}" in json.loads(_WEBHOOK_RECEIVED[0])["text"]
 
 
 # ---------------------------------------------------------------------------------------------
