@@ -23,11 +23,6 @@ CONTENT = """
         LEFT JOIN hrms.history_senioritysnapshot s ON s.event_id = ev.id) q"""
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def base(hrms_db, tmp_path):
     directory = write_base(tmp_path / "in")

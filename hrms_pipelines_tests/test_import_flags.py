@@ -11,12 +11,6 @@ from hrms_pipelines.resources import IMPORTER
 from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Reject reports go under HRMS_HOME: keep them out of the project's .hrms/."""
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
-
-
 def test_without_force_update_existing_rows_stay_and_are_counted_skipped(hrms_db, database_url, tmp_path):
     directory = write_base(tmp_path / "in")
     run_all(hrms_db, directory, ("ladders", "org", "users"))

@@ -33,11 +33,6 @@ NATURAL = """
         LEFT JOIN hrms.history_compensationsnapshot c ON c.event_id = ev.id) s"""
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def company(hrms_db, tmp_path):
     directory = write_base(tmp_path / "in")

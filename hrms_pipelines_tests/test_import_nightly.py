@@ -19,11 +19,6 @@ from .import_helpers import BASE, ListLog, checksums, import_folder, run_all, ru
 HEADER = BASE["users.csv"][0]
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
-
-
 def materialize(hrms_db, directory, **options):
     with import_folder(directory):
         return dg.materialize([*assets.import_assets, *checks.import_checks],

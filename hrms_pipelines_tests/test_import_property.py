@@ -5,7 +5,6 @@ import tempfile
 from pathlib import Path
 
 import psycopg
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hrms_pipelines.imports.reader import ImportFileError
@@ -13,11 +12,6 @@ from hrms_pipelines.imports.stage import StageFailed
 
 from .import_helpers import BASE, checksums, run_all, run_stage, scalar, write, write_base
 
-
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Reject reports go under HRMS_HOME: keep them out of the project's .hrms/."""
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
 
 POOL = [f"user{i}@nhia.gov.gh" for i in range(6)]
 NAMES = ["Ama", "Kofi", "Yaa", "Esi", "=cmd", "O'Brien, Jr"]

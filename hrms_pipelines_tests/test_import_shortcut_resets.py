@@ -29,11 +29,6 @@ THREE = [["dzifa.fuseini@nhia.gov.gh", "salary_change", f"2017-0{m}-01", "", "",
          for m in range(1, 4)]
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
-
-
 def checksums(url: str) -> dict[str, tuple[int, str]]:
     return {t: scalar(url, f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM ({q}) s(x)")
             for t, q in CONTENT.items()}

@@ -14,11 +14,6 @@ from .import_helpers import BASE, DATA_TABLES, checksums, run_all, run_stage, sc
 HR_TABLES = [t for t in DATA_TABLES if t != "core_auditlog"]
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HRMS_HOME", str(tmp_path / "home"))
-
-
 def undo_run(hrms_db, run_id, **options):
     with hrms_db.connection(RESTORER) as conn:
         return undo.undo_run(conn, run_id, undo_run_id=f"undo-of-{run_id}", **options)
