@@ -61,11 +61,17 @@ def write_step(directory: Path, kind, rows):
         write(directory, "history.csv", [header] + [[POOL[i], t, d, s] for i, t, d, s in rows])
 
 
-def test_imports_never_remove_or_alter_rows_without_the_update_flag(hrms_db, database_url):
-    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-base-")))
+def pool_company(hrms_db, prefix: str) -> Path:
+    """A fresh folder and company (ladders, org) in which every POOL user exists, active."""
+    base = write_base(Path(tempfile.mkdtemp(prefix=prefix)))
     run_all(hrms_db, base, ("ladders", "org"))
     write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
-    run_stage(hrms_db, "users", base)   # every pool user exists: steps are mostly valid, so they exercise the flags
+    run_stage(hrms_db, "users", base)
+    return base
+
+
+def test_imports_never_remove_or_alter_rows_without_the_update_flag(hrms_db, database_url):
+    base = pool_company(hrms_db, "hyp-base-")   # every pool user exists: steps are mostly valid, so they exercise the flags
     outcomes = {"applied": 0, "rejected": 0}
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -119,10 +125,7 @@ def test_every_undo_lands_on_the_state_before_its_run(hrms_db, database_url):
     from hrms_pipelines.imports import undo
     from hrms_pipelines.resources import RESTORER
 
-    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-undo-base-")))
-    run_all(hrms_db, base, ("ladders", "org"))
-    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
-    run_stage(hrms_db, "users", base)
+    base = pool_company(hrms_db, "hyp-undo-base-")
     counter = iter(range(10**6))
     seen = {"undone": 0}
 
@@ -223,10 +226,7 @@ def test_undo_of_runs_whose_placeholders_other_files_assign(hrms_db, database_ur
     from hrms_pipelines.imports import undo
     from hrms_pipelines.resources import RESTORER
 
-    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-cross-base-")))
-    run_all(hrms_db, base, ("ladders", "org"))
-    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
-    run_stage(hrms_db, "users", base)
+    base = pool_company(hrms_db, "hyp-cross-base-")
     counter = iter(range(10**6))
     seen = {"undone": 0, "crossed": 0}
 
@@ -299,10 +299,7 @@ def test_undo_of_an_earlier_run_then_the_latest_file_again_brings_every_row_back
     from hrms_pipelines.imports import undo
     from hrms_pipelines.resources import RESTORER
 
-    base = write_base(Path(tempfile.mkdtemp(prefix="hyp-reset-base-")))
-    run_all(hrms_db, base, ("ladders", "org"))
-    write_step(base, "users", [(i, "Ama", "active", "", "", None) for i in range(len(POOL))])
-    run_stage(hrms_db, "users", base)
+    base = pool_company(hrms_db, "hyp-reset-base-")
     counter = iter(range(10**6))
     seen = {"undone": 0, "appended": 0}
 
